@@ -1,0 +1,195 @@
+"""Run configuration: defaults, presets, overrides, and JSON-Schema validation.
+
+A run's configuration is a nested dict validated against :data:`SCHEMA` (unknown keys and
+out-of-range values are rejected with a message naming the key) and then frozen into
+:class:`RunConfig`. Two presets exist because the paper's GPU settings do not fit a 2-core CPU:
+``paper`` (Instant-NGP / torch-ngp defaults: 2^19 table, 128^3 grid, 2^18 samples per step) and
+``cpu`` (smaller table and grid, 2^16 samples per step). ``auto`` picks by device.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+
+from ngp_ohem.errors import ConfigError
+from ngp_ohem.mining import METHODS
+
+_POS_INT = {"type": "integer", "minimum": 1}
+_POS_NUM = {"type": "number", "exclusiveMinimum": 0}
+_FRACTION = {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
+
+
+def _section(props: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "properties": props}
+
+
+SCHEMA: dict[str, Any] = _section(
+    {
+        "method": {"enum": list(METHODS)},
+        "seed": {"type": "integer", "minimum": 0},
+        "budget_s": _POS_NUM,
+        "device": {"enum": ["auto", "cpu", "cuda"]},
+        "backend": {"enum": ["auto", "torch", "tcnn"]},
+        "threads": {"type": "integer", "minimum": 0},
+        "downscale": _POS_INT,
+        "profile": {"type": "boolean"},
+        "field": _section(
+            {
+                "n_levels": _POS_INT,
+                "n_features": _POS_INT,
+                "log2_table_size": {"type": "integer", "minimum": 8, "maximum": 24},
+                "base_resolution": _POS_INT,
+                "max_resolution_per_bound": _POS_NUM,
+                "hidden": _POS_INT,
+                "geo_features": _POS_INT,
+            }
+        ),
+        "render": _section(
+            {
+                "grid_resolution": {"type": "integer", "minimum": 8, "maximum": 512},
+                "max_steps": _POS_INT,
+                "target_samples": _POS_INT,
+                "initial_rays": _POS_INT,
+                "min_rays": _POS_INT,
+                "max_rays": _POS_INT,
+                "grid_warmup_steps": {"type": "integer", "minimum": 0},
+                "grid_update_every": _POS_INT,
+                "t_threshold": _FRACTION,
+            }
+        ),
+        "optim": _section(
+            {"lr": _POS_NUM, "eps": _POS_NUM, "beta1": _FRACTION, "beta2": _FRACTION, "lr_final_factor": _FRACTION}
+        ),
+        "mining": _section(
+            {
+                "min_fraction": _FRACTION,
+                "max_fraction": _FRACTION,
+                "tau_decay": _FRACTION,
+                "unbiased": {"type": "boolean"},
+            }
+        ),
+        "eval": _section(
+            {
+                "n_evals": _POS_INT,
+                "first_fraction": _FRACTION,
+                "subset_views": _POS_INT,
+                "final_views": {"type": "integer", "minimum": 0},
+                "chunk_rays": _POS_INT,
+            }
+        ),
+        "checkpoint_every_s": _POS_NUM,
+    }
+)
+
+DEFAULTS: dict[str, Any] = {
+    "method": "baseline",
+    "seed": 0,
+    "budget_s": 60.0,
+    "device": "auto",
+    "backend": "auto",
+    "threads": 0,
+    "downscale": 1,
+    "profile": False,
+    "field": {
+        "n_levels": 16,
+        "n_features": 2,
+        "log2_table_size": 19,
+        "base_resolution": 16,
+        "max_resolution_per_bound": 2048.0,
+        "hidden": 64,
+        "geo_features": 15,
+    },
+    "render": {
+        "grid_resolution": 128,
+        "max_steps": 1024,
+        "target_samples": 1 << 18,
+        "initial_rays": 4096,
+        "min_rays": 256,
+        "max_rays": 1 << 16,
+        "grid_warmup_steps": 256,
+        "grid_update_every": 16,
+        "t_threshold": 1e-4,
+    },
+    "optim": {"lr": 4e-3, "eps": 1e-15, "beta1": 0.9, "beta2": 0.99, "lr_final_factor": 0.1},
+    "mining": {"min_fraction": 0.05, "max_fraction": 0.5, "tau_decay": 0.99, "unbiased": False},
+    "eval": {"n_evals": 8, "first_fraction": 1 / 64, "subset_views": 8, "final_views": 0, "chunk_rays": 1 << 14},
+    "checkpoint_every_s": 60.0,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "cpu": {
+        "field": {"log2_table_size": 17},
+        "render": {"grid_resolution": 64, "target_samples": 1 << 16, "initial_rays": 1024},
+    },
+}
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``override`` merged in, section by section."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_assignment(text: str) -> dict[str, Any]:
+    """``"render.max_steps=512"`` -> ``{"render": {"max_steps": 512}}`` (value parsed as YAML)."""
+    import yaml
+
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{text}': cannot parse value ({exc})") from None
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def validate(config: dict[str, Any]) -> None:
+    """Raise ConfigError naming the offending key when ``config`` does not match :data:`SCHEMA`."""
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise ConfigError(f"invalid config value at '{where}': {err.message}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated configuration; sections stay plain dicts (they mirror the schema one to one)."""
+
+    raw: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.raw[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def build_config(preset: str, *overrides: dict[str, Any]) -> RunConfig:
+    """Defaults, then a preset, then each override in turn; validated."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+    merged = deep_merge(DEFAULTS, PRESETS[preset])
+    for override in overrides:
+        validate(deep_merge(DEFAULTS, override))
+        merged = deep_merge(merged, override)
+    validate(merged)
+    return RunConfig(merged)

@@ -1,0 +1,206 @@
+"""Loader for the LLFF format (``poses_bounds.npy`` + ``images_<factor>/``), as a bounded-box scene.
+
+``poses_bounds.npy`` has one row per image: a 3x5 matrix [R | t | hwf] flattened row-major (camera
+to world, columns [down, right, back]; hwf = full-resolution height, width, focal) and the near/far
+depth bounds of the points that camera sees. Images are the sorted png/jpg files of one folder.
+
+Normalisation (the paper's code trains LLFF in a bounded box, no NDC; we pin the same idea):
+
+1. columns [down, right, back] -> OpenGL [right, up, back] (new = [col1, -col0, col2]);
+2. scale the world by ``sc = 1 / (0.75 * min(near bounds))`` (the NeRF convention), so the closest
+   content is at depth 4/3;
+3. recentre by the average camera ("recenter_poses": mean position, mean viewing axis, mean up,
+   orthonormalised) so the average camera becomes the identity;
+4. translate along the average viewing axis so the point at mid depth ``(min near + max far) / 2``
+   (scaled) in front of the average camera is the origin. The box [-BOUND, BOUND]^3 with
+   ``BOUND = 4`` (the paper's ``--bound 4``) then holds the viewing frustum between near and far
+   (for fern: depths 1.33..6.3 become z in [-2.5, 2.5]; only the far-plane frustum corners poke out
+   slightly, to |x| ~ 4.4).
+
+``Scene.near`` is 0.9 x the smallest scaled near bound. Test split: every 8th image (i % 8 == 0).
+Resolution: downscale 1 reads the lowest-resolution images_<k>/ present (images_8/ in the release);
+downscale d > 1 reads images_d/ (see choose_image_folder).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ngp_ohem.data.images import area_downscale, check_downscale, read_image
+from ngp_ohem.data.scene import Intrinsics, Scene, Split
+from ngp_ohem.errors import DatasetError
+from ngp_ohem.protocol import LLFF_HOLDOUT_EVERY
+
+BOUND = 4.0
+BD_FACTOR = 0.75
+NEAR_MARGIN = 0.9
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def read_poses_bounds(path: Path) -> np.ndarray:
+    """The validated (N, 17) float64 array of a poses_bounds.npy file."""
+    if not path.is_file():
+        raise DatasetError(f"missing {path} (an LLFF-format scene needs poses_bounds.npy)")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise DatasetError(f"{path}: unreadable .npy file ({err})") from None
+    if arr.ndim != 2 or arr.shape[1] != 17:
+        raise DatasetError(f"{path}: expected an array of shape (N, 17), got {arr.shape}")
+    if arr.shape[0] == 0:
+        raise DatasetError(f"{path}: no poses (shape {arr.shape})")
+    try:
+        arr = arr.astype(np.float64)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{path}: poses are not numeric (dtype {arr.dtype})") from None
+    if not np.isfinite(arr).all():
+        raise DatasetError(f"{path}: poses or bounds contain NaN or inf")
+    near, far = arr[:, 15], arr[:, 16]
+    if (near <= 0).any() or (far <= near).any():
+        raise DatasetError(f"{path}: depth bounds must satisfy 0 < near < far for every row")
+    if (arr[:, [4, 9, 14]] <= 0).any():
+        raise DatasetError(f"{path}: hwf (height, width, focal) must be positive")
+    return arr
+
+
+def _factor_folders(folder: Path) -> dict[int, Path]:
+    """Image folders by downscale factor: images_<k>/ -> k, images/ -> 1."""
+    found: dict[int, Path] = {}
+    if folder.joinpath("images").is_dir():
+        found[1] = folder / "images"
+    for sub in folder.iterdir():
+        match = re.fullmatch(r"images_(\d+)", sub.name)
+        if match and sub.is_dir() and int(match.group(1)) >= 1:
+            found[int(match.group(1))] = sub
+    return found
+
+
+def choose_image_folder(folder: Path, downscale: int = 1) -> tuple[Path, int]:
+    """The folder to read and the extra box-downscale to apply to its images.
+
+    downscale 1 (the default): the lowest-resolution images_<k>/ present, else images/ -- the
+    release's full-resolution photos are 12 Mpx, never what a benchmark means by default. downscale
+    d > 1: images_d/, else the largest available images_k/ with k dividing d, box-averaged by d / k.
+    """
+    found = _factor_folders(folder)
+    if not found:
+        raise DatasetError(f"missing image folder in {folder}: expected images_<factor>/ (e.g. images_8/) or images/")
+    if downscale == 1:
+        return found[max(found)], 1
+    usable = [k for k in found if downscale % k == 0]
+    if not usable:
+        have = ", ".join(sorted(p.name for p in found.values()))
+        raise DatasetError(f"missing image folder {folder / f'images_{downscale}'} (found: {have})")
+    k = max(usable)
+    return found[k], downscale // k
+
+
+def list_images(image_dir: Path) -> list[Path]:
+    """Sorted png/jpg files of an image folder (their order is the pose row order)."""
+    return sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def llff_to_opengl(mats: np.ndarray) -> np.ndarray:
+    """Convert (N, 3, 4) [down, right, back, t] camera-to-world matrices to OpenGL [right, up, back, t]."""
+    return np.concatenate([mats[:, :, 1:2], -mats[:, :, 0:1], mats[:, :, 2:]], axis=2)
+
+
+def _normalize(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def average_pose(c2w: np.ndarray) -> np.ndarray:
+    """The 4x4 "average camera" of (N, 3|4, 4) OpenGL poses: mean centre, mean axis, mean up."""
+    z = _normalize(c2w[:, :3, 2].sum(0))
+    x = _normalize(np.cross(c2w[:, :3, 1].sum(0), z))
+    y = np.cross(z, x)
+    avg = np.eye(4)
+    avg[:3, :3] = np.stack([x, y, z], axis=1)
+    avg[:3, 3] = c2w[:, :3, 3].mean(0)
+    return avg
+
+
+def normalize_poses(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 4, 4) normalised OpenGL poses and (N, 2) scaled bounds from an (N, 17) poses_bounds array."""
+    mats = llff_to_opengl(arr[:, :15].reshape(-1, 3, 5)[:, :, :4])
+    bounds = arr[:, 15:17].copy()
+    sc = 1.0 / (BD_FACTOR * bounds.min())
+    c2w = np.tile(np.eye(4), (len(arr), 1, 1))
+    c2w[:, :3, :] = mats
+    c2w[:, :3, 3] *= sc
+    bounds *= sc
+    c2w = np.linalg.inv(average_pose(c2w)) @ c2w
+    c2w[:, 2, 3] += 0.5 * (bounds[:, 0].min() + bounds[:, 1].max())
+    return c2w, bounds
+
+
+def _read_images(paths: list[Path], extra: int) -> np.ndarray:
+    images: np.ndarray | None = None  # filled in place: one copy in memory, not two
+    for i, path in enumerate(paths):
+        image = area_downscale(read_image(path, channels=3), extra, path)
+        if images is None:
+            images = np.empty((len(paths), *image.shape), dtype=np.float32)
+        elif image.shape != images.shape[1:]:
+            raise DatasetError(
+                f"image {path} is {image.shape[1]}x{image.shape[0]} but {paths[0]} is "
+                f"{images.shape[2]}x{images.shape[1]}"
+            )
+        images[i] = image
+    assert images is not None
+    return images
+
+
+def load_llff(path: str | Path, downscale: int = 1, device: torch.device | str = "cpu") -> Scene:
+    """Load an LLFF scene folder, normalised into the box [-4, 4]^3 (see the module docstring).
+
+    downscale picks the image folder (see choose_image_folder); the focal length always follows the
+    actual ratio of the declared full-resolution width to the loaded width.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise DatasetError(f"scene folder {folder} does not exist")
+    downscale = check_downscale(downscale)
+    npy = folder / "poses_bounds.npy"
+    arr = read_poses_bounds(npy)
+    image_dir, extra = choose_image_folder(folder, downscale)
+    paths = list_images(image_dir)
+    if len(paths) != len(arr):
+        raise DatasetError(f"{image_dir} holds {len(paths)} images but {npy} has {len(arr)} pose rows")
+    images = _read_images(paths, extra)
+    h, w = images.shape[1:3]
+    full_h, full_w, focal = (float(v) for v in arr[0, [4, 9, 14]])
+    ratio = full_w / w
+    if abs(full_h / h - ratio) > 0.02 * ratio:
+        raise DatasetError(
+            f"images in {image_dir} are {w}x{h} but {npy} declares {full_w:g}x{full_h:g}: aspect ratios differ"
+        )
+    intr = Intrinsics(fx=focal / ratio, fy=focal / ratio, cx=0.5 * w, cy=0.5 * h, width=w, height=h)
+    c2w, bounds = normalize_poses(arr)
+    test_idx = [i for i in range(len(arr)) if i % LLFF_HOLDOUT_EVERY == 0]
+    train_idx = [i for i in range(len(arr)) if i % LLFF_HOLDOUT_EVERY != 0]
+    if not train_idx:
+        raise DatasetError(
+            f"{npy}: only {len(arr)} image(s), no train images left after holding out every {LLFF_HOLDOUT_EVERY}th"
+        )
+
+    def split(idx: list[int]) -> Split:
+        return Split(
+            images=torch.from_numpy(images[idx]).to(device),
+            poses=torch.from_numpy(c2w[idx].astype(np.float32)).to(device),
+            intrinsics=intr,
+            names=[paths[i].name for i in idx],
+        )
+
+    return Scene(
+        name=folder.resolve().name,
+        kind="llff",
+        train=split(train_idx),
+        test=split(test_idx),
+        bound=BOUND,
+        near=float(NEAR_MARGIN * bounds[:, 0].min()),
+        path=str(folder),
+    )

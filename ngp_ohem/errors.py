@@ -1,0 +1,17 @@
+"""Exceptions that the command line turns into a one-line message and a non-zero exit."""
+
+
+class NgpOhemError(Exception):
+    """Base class for every error a user can cause with bad input."""
+
+
+class DatasetError(NgpOhemError):
+    """A dataset on disk is missing, malformed or inconsistent; the message names the file."""
+
+
+class ConfigError(NgpOhemError):
+    """A configuration value is invalid; the message names the key."""
+
+
+class DivergenceError(NgpOhemError):
+    """The loss or a parameter became NaN/inf; the trace written so far is kept."""

@@ -1,0 +1,124 @@
+// Fused multiresolution hash encoding for CPU (forward and table gradient), OpenMP-parallel.
+//
+// Same conventions as ngp_ohem/field/hashgrid.py (the reference): positions in [0, 1]^3 are
+// clamped, level l maps x to p = x * scale_l + 0.5, trilinear interpolation over the 8 corners,
+// dense indexing for levels flagged dense, otherwise the spatial hash with primes
+// (1, 2654435761, 805459861) masked to the table size. Forward is parallel over samples; the
+// backward scatter is parallel over levels, whose table rows are disjoint, so it needs no atomics.
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+struct Level {
+  float scale;
+  int64_t side;
+  bool dense;
+  int64_t offset;
+};
+
+std::vector<Level> read_levels(const torch::Tensor& scales, const torch::Tensor& sides, const torch::Tensor& dense,
+                               const torch::Tensor& offsets) {
+  const int64_t n = scales.size(0);
+  std::vector<Level> levels(n);
+  auto s = scales.accessor<float, 1>();
+  auto sd = sides.accessor<int64_t, 1>();
+  auto d = dense.accessor<bool, 1>();
+  auto o = offsets.accessor<int64_t, 1>();
+  for (int64_t l = 0; l < n; ++l) levels[l] = Level{s[l], sd[l], d[l], o[l]};
+  return levels;
+}
+
+inline void corners(const float* x, const Level& lv, uint32_t mask, int64_t idx[8], float w[8]) {
+  int64_t base[3];
+  float frac[3];
+  for (int d = 0; d < 3; ++d) {
+    const float xc = std::min(std::max(x[d], 0.0f), 1.0f);
+    const float pos = xc * lv.scale + 0.5f;
+    const float fl = std::floor(pos);
+    base[d] = static_cast<int64_t>(fl);
+    frac[d] = pos - fl;
+  }
+  for (int c = 0; c < 8; ++c) {
+    const int64_t cx = base[0] + (c & 1), cy = base[1] + ((c >> 1) & 1), cz = base[2] + ((c >> 2) & 1);
+    const float wx = (c & 1) ? frac[0] : 1.0f - frac[0];
+    const float wy = ((c >> 1) & 1) ? frac[1] : 1.0f - frac[1];
+    const float wz = ((c >> 2) & 1) ? frac[2] : 1.0f - frac[2];
+    w[c] = wx * wy * wz;
+    int64_t local;
+    if (lv.dense) {
+      local = cx + cy * lv.side + cz * lv.side * lv.side;
+    } else {
+      const uint32_t h = static_cast<uint32_t>(cx) ^ (static_cast<uint32_t>(cy) * 2654435761u) ^
+                         (static_cast<uint32_t>(cz) * 805459861u);
+      local = static_cast<int64_t>(h & mask);
+    }
+    idx[c] = lv.offset + local;
+  }
+}
+
+}  // namespace
+
+torch::Tensor hashgrid_forward(torch::Tensor x, torch::Tensor table, torch::Tensor scales, torch::Tensor sides,
+                               torch::Tensor dense, torch::Tensor offsets, int64_t mask) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == 3 && x.is_contiguous() && x.scalar_type() == torch::kFloat32);
+  TORCH_CHECK(table.is_contiguous() && table.scalar_type() == torch::kFloat32);
+  const auto levels = read_levels(scales, sides, dense, offsets);
+  const int64_t n = x.size(0), n_levels = static_cast<int64_t>(levels.size()), f = table.size(1);
+  auto out = torch::empty({n, n_levels * f}, x.options());
+  const float* xp = x.data_ptr<float>();
+  const float* tp = table.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const uint32_t m = static_cast<uint32_t>(mask);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t idx[8];
+    float w[8];
+    for (int64_t l = 0; l < n_levels; ++l) {
+      corners(xp + 3 * i, levels[l], m, idx, w);
+      float* o = op + i * n_levels * f + l * f;
+      for (int64_t k = 0; k < f; ++k) o[k] = 0.0f;
+      for (int c = 0; c < 8; ++c) {
+        const float* row = tp + idx[c] * f;
+        for (int64_t k = 0; k < f; ++k) o[k] += w[c] * row[k];
+      }
+    }
+  }
+  return out;
+}
+
+torch::Tensor hashgrid_backward(torch::Tensor grad_out, torch::Tensor x, int64_t n_rows, torch::Tensor scales,
+                                torch::Tensor sides, torch::Tensor dense, torch::Tensor offsets, int64_t mask) {
+  TORCH_CHECK(grad_out.is_contiguous() && grad_out.scalar_type() == torch::kFloat32);
+  const auto levels = read_levels(scales, sides, dense, offsets);
+  const int64_t n = x.size(0), n_levels = static_cast<int64_t>(levels.size());
+  const int64_t f = grad_out.size(1) / n_levels;
+  auto grad_table = torch::zeros({n_rows, f}, grad_out.options());
+  const float* xp = x.data_ptr<float>();
+  const float* gp = grad_out.data_ptr<float>();
+  float* tp = grad_table.data_ptr<float>();
+  const uint32_t m = static_cast<uint32_t>(mask);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t l = 0; l < n_levels; ++l) {
+    int64_t idx[8];
+    float w[8];
+    for (int64_t i = 0; i < n; ++i) {
+      corners(xp + 3 * i, levels[l], m, idx, w);
+      const float* g = gp + i * n_levels * f + l * f;
+      for (int c = 0; c < 8; ++c) {
+        float* row = tp + idx[c] * f;
+        for (int64_t k = 0; k < f; ++k) row[k] += w[c] * g[k];
+      }
+    }
+  }
+  return grad_table;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &hashgrid_forward, "hash grid encoding forward (CPU)");
+  m.def("backward", &hashgrid_backward, "hash grid encoding table gradient (CPU)");
+}

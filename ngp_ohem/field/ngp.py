@@ -1,0 +1,89 @@
+"""The Instant-NGP radiance field ``(x, d) -> raw`` with raw = (density_pre, r_pre, g_pre, b_pre).
+
+Activations (truncated exp for density, sigmoid for colour) are applied *outside* the field by
+:func:`activate`, so that hard sample mining can differentiate the loss with respect to the four
+pre-activation outputs of every sample without touching the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ngp_ohem.field.hashgrid import HashGridEncoding, HashGridSpec
+from ngp_ohem.field.sh import spherical_harmonics_deg4
+
+RAW_DIM = 4  # density_pre + 3 colour pre-activations
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """Network hyper-parameters (Instant-NGP / torch-ngp defaults)."""
+
+    grid: HashGridSpec
+    hidden: int = 64
+    geo_features: int = 15
+    density_layers: int = 1  # hidden layers of the density MLP
+    color_layers: int = 2  # hidden layers of the colour MLP
+
+
+class _TruncExp(torch.autograd.Function):
+    """exp(x) whose gradient is clamped at exp(15), as in torch-ngp, to keep early training stable."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * torch.exp(x.clamp(max=15.0))
+
+
+def trunc_exp(x: torch.Tensor) -> torch.Tensor:
+    return _TruncExp.apply(x)
+
+
+def activate(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Density (N,) and colour (N, 3) from the field's pre-activation outputs (N, 4)."""
+    return trunc_exp(raw[:, 0]), torch.sigmoid(raw[:, 1:4])
+
+
+def mlp(n_in: int, n_hidden: int, n_layers: int, n_out: int) -> nn.Sequential:
+    """Bias-free ReLU MLP (tiny-cuda-nn's FullyFusedMLP has no biases either)."""
+    layers: list[nn.Module] = []
+    width = n_in
+    for _ in range(n_layers):
+        layers += [nn.Linear(width, n_hidden, bias=False), nn.ReLU(inplace=True)]
+        width = n_hidden
+    layers.append(nn.Linear(width, n_out, bias=False))
+    return nn.Sequential(*layers)
+
+
+class NGPField(nn.Module):
+    """Pure-PyTorch Instant-NGP field; positions are world coordinates inside [-bound, bound]^3."""
+
+    backend = "torch"
+
+    def __init__(self, spec: FieldSpec, bound: float) -> None:
+        super().__init__()
+        self.spec = spec
+        self.bound = float(bound)
+        self.encoding = HashGridEncoding(spec.grid)
+        self.density_net = mlp(spec.grid.output_dim, spec.hidden, spec.density_layers, 1 + spec.geo_features)
+        self.color_net = mlp(16 + spec.geo_features, spec.hidden, spec.color_layers, 3)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + self.bound) / (2.0 * self.bound)
+
+    def density_raw(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-activation density (N,) only: what the occupancy grid update needs."""
+        return self.density_net(self.encoding(self.normalise(x)))[:, 0]
+
+    def forward(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        h = self.density_net(self.encoding(self.normalise(x)))
+        color_in = torch.cat([spherical_harmonics_deg4(d), h[:, 1:]], dim=-1)
+        return torch.cat([h[:, :1], self.color_net(color_in)], dim=-1)

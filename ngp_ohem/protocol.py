@@ -1,0 +1,36 @@
+"""The evaluation protocol, pinned in one place because protocol moves PSNR more than methods do.
+
+Blender (NeRF-synthetic): training composites every ray's RGBA target on a fresh uniformly random
+background colour (and the renderer uses the same colour), so the network cannot hide density in
+the background; evaluation composites the test images on **white** (the NeRF convention, see
+bmild/nerf #66) and renders with a white background. Metrics are computed on sRGB values in [0, 1].
+
+LLFF: images have no alpha; the target is the photo itself. Training still renders with a random
+background colour, which pushes every ray to full opacity inside the bounded box; evaluation renders
+with white. Every 8th image (i % 8 == 0) is the test split.
+"""
+
+from __future__ import annotations
+
+import torch
+
+EVAL_BACKGROUND = (1.0, 1.0, 1.0)
+LLFF_HOLDOUT_EVERY = 8
+
+
+def random_background(n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-ray random background colours for training, shape (n, 3)."""
+    return torch.rand(n, 3, device=device, generator=generator)
+
+
+def eval_background(n: int, device: torch.device) -> torch.Tensor:
+    """The fixed evaluation background, shape (n, 3)."""
+    return torch.tensor(EVAL_BACKGROUND, device=device).expand(n, 3)
+
+
+def composite_target(pixels: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Ground-truth colour of pixels (..., 3 or 4) on a background (..., 3); RGB passes through."""
+    if pixels.shape[-1] == 3:
+        return pixels
+    alpha = pixels[..., 3:4]
+    return pixels[..., :3] * alpha + background * (1.0 - alpha)

@@ -1,0 +1,1 @@
+"""Occupancy grid, ray marching to packed samples, and volume compositing."""

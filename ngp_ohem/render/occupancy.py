@@ -1,0 +1,106 @@
+"""The occupancy (density) grid that lets ray marching skip empty space.
+
+Follows Instant-NGP: a single cascade of ``resolution^3`` cells over the scene box holding an EMA
+of the field's density (decay 0.95, new = max(old * decay, sampled density)); every
+``update_every`` steps it re-samples the density at one random point per chosen cell — all cells
+during the first ``warmup_steps`` steps, afterwards a uniformly random quarter plus a quarter drawn
+among currently occupied cells. A cell is occupied when its density exceeds
+``min(mean density, min_optical_thickness / step_size)`` (Instant-NGP's 0.01 optical thickness per
+marching step). Until the first update every cell counts as occupied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+class OccupancyGrid:
+    """EMA density grid plus the derived boolean occupancy over ``[-bound, bound]^3``."""
+
+    def __init__(
+        self,
+        bound: float,
+        resolution: int,
+        step_size: float,
+        decay: float = 0.95,
+        min_optical_thickness: float = 0.01,
+        warmup_steps: int = 256,
+        update_every: int = 16,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.bound = float(bound)
+        self.resolution = int(resolution)
+        self.decay = decay
+        self.density_threshold = min_optical_thickness / step_size
+        self.warmup_steps = warmup_steps
+        self.update_every = update_every
+        n = self.resolution**3
+        self.density = torch.zeros(n, device=device)
+        self.occupied = torch.ones(n, dtype=torch.bool, device=device)
+        self.updates = 0
+
+    @property
+    def n_cells(self) -> int:
+        return self.resolution**3
+
+    def cell_index(self, positions: torch.Tensor) -> torch.Tensor:
+        """Flat cell index (N,) of world positions (N, 3); positions outside are clamped to the box."""
+        rel = (positions + self.bound) / (2.0 * self.bound) * self.resolution
+        ijk = rel.to(torch.int64).clamp_(0, self.resolution - 1)
+        return (ijk[..., 0] * self.resolution + ijk[..., 1]) * self.resolution + ijk[..., 2]
+
+    def cell_centres_jittered(self, cells: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        r = self.resolution
+        ijk = torch.stack([cells // (r * r), (cells // r) % r, cells % r], dim=-1).float()
+        u = torch.rand(ijk.shape, device=cells.device, generator=generator)
+        return (ijk + u) / r * (2.0 * self.bound) - self.bound
+
+    def due(self, step: int) -> bool:
+        return step > 0 and step % self.update_every == 0
+
+    def choose_cells(self, step: int, generator: torch.Generator | None) -> torch.Tensor:
+        device = self.density.device
+        if step < self.warmup_steps:
+            return torch.arange(self.n_cells, device=device)
+        quarter = self.n_cells // 4
+        uniform = torch.randint(0, self.n_cells, (quarter,), device=device, generator=generator)
+        occupied = self.occupied.nonzero().squeeze(1)
+        if occupied.numel() == 0:
+            return uniform
+        pick = torch.randint(0, occupied.numel(), (quarter,), device=device, generator=generator)
+        return torch.cat([uniform, occupied[pick]])
+
+    @torch.no_grad()
+    def update(
+        self,
+        step: int,
+        density_fn: Callable[[torch.Tensor], torch.Tensor],
+        generator: torch.Generator | None = None,
+        chunk: int = 1 << 17,
+    ) -> None:
+        """Re-sample the density at the chosen cells and refresh the occupancy."""
+        cells = self.choose_cells(step, generator)
+        new = torch.empty(cells.shape[0], device=cells.device)
+        for start in range(0, cells.shape[0], chunk):
+            part = cells[start : start + chunk]
+            new[start : start + chunk] = density_fn(self.cell_centres_jittered(part, generator))
+        decayed = self.density * self.decay
+        candidate = decayed.clone()
+        candidate.index_reduce_(0, cells, new, "amax", include_self=True)
+        self.density = candidate
+        threshold = torch.clamp(self.density.mean(), max=self.density_threshold)
+        self.occupied = self.density > threshold
+        self.updates += 1
+
+    def occupancy_fraction(self) -> float:
+        return float(self.occupied.float().mean())
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        return {"density": self.density, "occupied": self.occupied, "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.density = state["density"].to(self.density.device)
+        self.occupied = state["occupied"].to(self.occupied.device)
+        self.updates = int(state["updates"])

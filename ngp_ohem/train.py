@@ -1,0 +1,359 @@
+"""The training loop: a wall-clock budget of training time, evaluations, traces and checkpoints.
+
+One step: draw random pixels (the ray count adapts so that marching yields about
+``render.target_samples`` samples), march them through the occupancy grid, let the strategy
+(baseline or hard sample mining) run its forward/backward, take an Adam step, and every
+``grid_update_every`` steps refresh the occupancy grid. The training clock runs only during steps;
+evaluation, checkpointing and logging pause it. A run writes into its output folder:
+
+* ``trace.csv`` — one row per evaluation (columns :data:`TRACE_COLUMNS`);
+* ``summary.json`` — config, protocol, versions, hardware and final metrics (written last: its
+  presence with ``status == "complete"`` marks a finished run, which is never retrained);
+* ``checkpoint.pt`` — everything needed to resume (model, optimizer, occupancy grid, strategy, RNG,
+  clock, trace so far), refreshed every ``checkpoint_every_s`` training seconds, on SIGTERM and at
+  the end. A run restarted on the same folder resumes from it with the remaining budget.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ngp_ohem import checkpoint as ckpt
+from ngp_ohem import protocol
+from ngp_ohem.clock import TrainingClock, geometric_schedule
+from ngp_ohem.config import RunConfig
+from ngp_ohem.data.scene import Scene
+from ngp_ohem.errors import DivergenceError
+from ngp_ohem.field import build_field, resolve_backend
+from ngp_ohem.field.hashgrid import HashGridSpec
+from ngp_ohem.field.ngp import FieldSpec, activate
+from ngp_ohem.io import save_png, write_csv, write_json
+from ngp_ohem.memory import CudaPeakMeter, peak_rss_bytes
+from ngp_ohem.metrics import psnr, ssim
+from ngp_ohem.mining import FullBatch, HardSampleMining, StepResult, Strategy
+from ngp_ohem.provenance import environment_info
+from ngp_ohem.rays import RaySampler, image_rays
+from ngp_ohem.render.inference import render_rays
+from ngp_ohem.render.march import march_rays, step_size
+from ngp_ohem.render.occupancy import OccupancyGrid
+
+TRACE_COLUMNS = (
+    "dataset", "scene", "method", "seed", "backend", "device", "step", "train_seconds",
+    "samples_total", "samples_in_graph", "psnr", "ssim", "peak_mem_bytes", "graph_bytes", "rss_bytes",
+    "hard_fraction", "samples_per_step", "hard_samples_per_step", "rays_per_step", "tau_ema", "loss",
+    "eval_views", "occupancy",
+)  # fmt: skip
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from ngp_ohem.errors import ConfigError
+
+        raise ConfigError("device 'cuda' requested but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def field_spec(cfg: RunConfig, bound: float) -> FieldSpec:
+    f = cfg.field
+    grid = HashGridSpec(
+        n_levels=f["n_levels"],
+        n_features=f["n_features"],
+        log2_table_size=f["log2_table_size"],
+        base_resolution=f["base_resolution"],
+        max_resolution=max(f["base_resolution"] + 1, round(f["max_resolution_per_bound"] * bound)),
+    )
+    return FieldSpec(grid=grid, hidden=f["hidden"], geo_features=f["geo_features"])
+
+
+def build_strategy(cfg: RunConfig, generator: torch.Generator) -> Strategy:
+    if cfg.method == "baseline":
+        return FullBatch(profile=cfg.profile)
+    m = cfg.mining
+    return HardSampleMining(
+        min_fraction=m["min_fraction"],
+        max_fraction=m["max_fraction"],
+        tau_decay=m["tau_decay"],
+        unbiased=m["unbiased"],
+        generator=generator,
+        profile=cfg.profile,
+    )
+
+
+@dataclass
+class WindowStats:
+    """Per-step statistics accumulated between two trace rows."""
+
+    steps: int = 0
+    samples: int = 0
+    hard: int = 0
+    rays: int = 0
+    loss: float = 0.0
+    peak_mem: int = 0
+    graph_bytes: int = 0
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def add(self, result: StepResult, n_rays: int, peak_mem: int) -> None:
+        self.steps += 1
+        self.samples += result.n_samples
+        self.hard += result.n_hard
+        self.rays += n_rays
+        self.peak_mem = max(self.peak_mem, peak_mem)
+        self.graph_bytes = max(self.graph_bytes, result.graph_bytes)
+        for k, v in result.phase_seconds.items():
+            self.phases[k] = self.phases.get(k, 0.0) + v
+
+
+class Trainer:
+    """Trains one (scene, method, seed) run into ``out_dir``."""
+
+    def __init__(self, cfg: RunConfig, scene: Scene, out_dir: str | Path, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.scene = scene
+        self.out = Path(out_dir)
+        self.progress = progress
+        self.device = resolve_device(cfg.device)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.backend = resolve_backend(cfg.backend, self.device)
+        self.field = build_field(field_spec(cfg, scene.bound), scene.bound, self.backend, self.device)
+        o = cfg.optim
+        self.optimizer = torch.optim.Adam(
+            self.field.parameters(), lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"]
+        )
+        r = cfg.render
+        self.step_size = step_size(scene.bound, r["max_steps"])
+        self.grid = OccupancyGrid(
+            scene.bound,
+            r["grid_resolution"],
+            self.step_size,
+            warmup_steps=r["grid_warmup_steps"],
+            update_every=r["grid_update_every"],
+            device=self.device,
+        )
+        self.strategy = build_strategy(cfg, self.generator)
+        self.sampler = RaySampler(scene.train, self.device, self.generator)
+        self.clock = TrainingClock(self.device)
+        self.schedule = geometric_schedule(cfg.budget_s, cfg.eval["n_evals"], cfg.eval["first_fraction"])
+        self.step = 0
+        self.n_rays = float(r["initial_rays"])
+        self.samples_total = 0
+        self.samples_in_graph = 0
+        self.rows: list[dict[str, Any]] = []
+        self.window = WindowStats()
+        self.wall_start = time.time()
+        self._stop_signal: int | None = None
+
+    # -- one training step ------------------------------------------------------------------------
+    def learning_rate(self) -> float:
+        o = self.cfg.optim
+        progress = min(1.0, self.clock.seconds / self.cfg.budget_s)
+        return o["lr"] * o["lr_final_factor"] ** progress
+
+    def train_step(self) -> None:
+        r = self.cfg.render
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
+        n_rays = int(self.n_rays)
+        origins, dirs, pixels = self.sampler.sample(n_rays)
+        jitter = torch.rand(n_rays, device=self.device, generator=self.generator)
+        samples = march_rays(
+            origins, dirs, self.grid, self.scene.near, r["max_steps"], jitter, max_samples=r["target_samples"]
+        )
+        kept = samples.n_rays
+        background = protocol.random_background(kept, self.device, self.generator)
+        target = protocol.composite_target(pixels[:kept], background)
+        with CudaPeakMeter(self.device) as peak:
+            result = self.strategy.backward(self.field, samples, target, background)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.samples_total += result.n_samples
+        self.samples_in_graph += result.n_hard
+        self.window.add(result, kept, peak.bytes)
+        self.window.loss += float(result.loss)
+        measured = max(result.n_samples, 1)
+        self.n_rays = min(max(self.n_rays * r["target_samples"] / measured, r["min_rays"]), r["max_rays"])
+        if self.grid.due(self.step):
+            self.grid.update(self.step, lambda x: activate_density(self.field, x), self.generator)
+            self.check_finite(result)
+
+    def check_finite(self, result: StepResult) -> None:
+        if not math.isfinite(float(result.loss)):
+            raise DivergenceError(f"loss became {float(result.loss)} at step {self.step}")
+        for name, p in self.field.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                raise DivergenceError(f"parameter '{name}' has NaN/inf at step {self.step}")
+
+    # -- evaluation -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def render_image(self, pose: torch.Tensor) -> torch.Tensor:
+        """Render one test view (H, W, 3) on the evaluation background."""
+        intr = self.scene.test.intrinsics
+        origins, dirs = image_rays(pose.to(self.device), intr)
+        chunk = self.cfg.eval["chunk_rays"]
+        out = []
+        for s in range(0, origins.shape[0], chunk):
+            o, d = origins[s : s + chunk], dirs[s : s + chunk]
+            bg = protocol.eval_background(o.shape[0], self.device)
+            out.append(
+                render_rays(
+                    self.activated_field, o, d, self.grid, self.scene.near, self.cfg.render["max_steps"], bg,
+                    self.cfg.render["t_threshold"],
+                )
+            )  # fmt: skip
+        return torch.cat(out).reshape(intr.height, intr.width, 3).clamp(0, 1).cpu()
+
+    def activated_field(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return activate(chunked_forward(self.field, x, d))
+
+    def eval_views(self, final: bool) -> list[int]:
+        n = len(self.scene.test)
+        want = self.cfg.eval["final_views"] if final else self.cfg.eval["subset_views"]
+        if want == 0 or want >= n:
+            return list(range(n))
+        return sorted({round(i * (n - 1) / max(want - 1, 1)) for i in range(want)})
+
+    def evaluate(self, final: bool) -> tuple[float, float, int]:
+        views = self.eval_views(final)
+        bg = torch.tensor(protocol.EVAL_BACKGROUND)
+        psnrs, ssims = [], []
+        self.field.eval()
+        for i in views:
+            pred = self.render_image(self.scene.test.poses[i])
+            gt = protocol.composite_target(
+                self.scene.test.images[i], bg.expand(*self.scene.test.images[i].shape[:2], 3)
+            )
+            psnrs.append(psnr(pred, gt))
+            ssims.append(ssim(pred, gt))
+            if final and i == views[0]:
+                self.save_render(pred, gt)
+        self.field.train()
+        return sum(psnrs) / len(psnrs), sum(ssims) / len(ssims), len(views)
+
+    def save_render(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
+        save_png(self.out / "render_test0.png", pred)
+        save_png(self.out / "gt_test0.png", gt)
+
+    def record(self, final: bool) -> None:
+        p, s, n_views = self.evaluate(final)
+        w = self.window
+        steps = max(w.steps, 1)
+        self.rows.append(
+            {
+                "dataset": self.scene.kind,
+                "scene": self.scene.name,
+                "method": self.cfg.method,
+                "seed": self.cfg.seed,
+                "backend": self.backend,
+                "device": self.device.type,
+                "step": self.step,
+                "train_seconds": round(self.clock.seconds, 4),
+                "samples_total": self.samples_total,
+                "samples_in_graph": self.samples_in_graph,
+                "psnr": round(p, 4),
+                "ssim": round(s, 5),
+                "peak_mem_bytes": w.peak_mem,
+                "graph_bytes": w.graph_bytes,
+                "rss_bytes": peak_rss_bytes(),
+                "hard_fraction": round(w.hard / w.samples, 5) if w.samples else 1.0,
+                "samples_per_step": round(w.samples / steps, 1),
+                "hard_samples_per_step": round(w.hard / steps, 1),
+                "rays_per_step": round(w.rays / steps, 1),
+                "tau_ema": round(getattr(self.strategy, "tau_ema", 1.0), 5),
+                "loss": w.loss / steps,
+                "eval_views": n_views,
+                "occupancy": round(self.grid.occupancy_fraction(), 5),
+            }
+        )
+        self.phase_totals = {k: self.phase_totals.get(k, 0.0) + v for k, v in w.phases.items()}
+        self.window = WindowStats()
+        write_csv(self.out / "trace.csv", TRACE_COLUMNS, self.rows)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.phase_totals: dict[str, float] = {}
+        resumed = ckpt.try_resume(self)
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            self._loop()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        return self.finish(resumed)
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        self._stop_signal = signum
+
+    def _loop(self) -> None:
+        budget = self.cfg.budget_s
+        next_eval = sum(1 for row in self.rows if row["step"] > 0)
+        last_ckpt = self.clock.seconds
+        bar = tqdm(
+            total=round(budget, 1), unit="s", desc=f"{self.scene.name}/{self.cfg.method}/seed{self.cfg.seed}",
+            disable=not self.progress, file=sys.stderr, leave=False,
+        )  # fmt: skip
+        bar.update(round(self.clock.seconds, 1))
+        while self.clock.seconds < budget:
+            before = self.clock.seconds
+            with self.clock.running():
+                self.train_step()
+            bar.update(round(self.clock.seconds, 1) - round(before, 1))
+            while next_eval < len(self.schedule) - 1 and self.clock.seconds >= self.schedule[next_eval]:
+                self.record(final=False)
+                next_eval += 1
+            if self._stop_signal is not None:
+                ckpt.save(self)
+                raise SystemExit(128 + self._stop_signal)
+            if self.clock.seconds - last_ckpt >= self.cfg.checkpoint_every_s:
+                ckpt.save(self)
+                last_ckpt = self.clock.seconds
+        bar.close()
+
+    def finish(self, resumed: bool) -> dict[str, Any]:
+        self.record(final=True)
+        ckpt.save(self)
+        final = self.rows[-1]
+        summary = {
+            "status": "complete",
+            "config": self.cfg.raw,
+            "dataset": self.scene.kind,
+            "scene": self.scene.name,
+            "data_path": self.scene.path,
+            "protocol": protocol.__doc__.strip(),
+            "backend": self.backend,
+            "device": self.device.type,
+            "environment": environment_info(self.device),
+            "steps": self.step,
+            "train_seconds": self.clock.seconds,
+            "wall_seconds_last_session": time.time() - self.wall_start,
+            "resumed": resumed,
+            "final": {k: final[k] for k in ("psnr", "ssim", "samples_total", "samples_in_graph", "step")},
+            "max_graph_bytes": max(r["graph_bytes"] for r in self.rows),
+            "max_peak_mem_bytes": max(r["peak_mem_bytes"] for r in self.rows),
+            "phase_seconds": self.phase_totals,
+        }
+        write_json(self.out / "summary.json", summary)
+        return summary
+
+
+def chunked_forward(field: torch.nn.Module, x: torch.Tensor, d: torch.Tensor, chunk: int = 1 << 17) -> torch.Tensor:
+    """Inference-mode field outputs for many samples without materialising huge intermediates."""
+    return torch.cat([field(x[s : s + chunk], d[s : s + chunk]) for s in range(0, x.shape[0], chunk)])
+
+
+def activate_density(field: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Density (after the truncated exp) at world positions, for the occupancy grid."""
+    return torch.exp(field.density_raw(x))
