@@ -90,6 +90,10 @@ def build_strategy(cfg: RunConfig, generator: torch.Generator) -> Strategy:
     )
 
 
+class Preempted(Exception):
+    """SIGTERM arrived (e.g. SLURM preemption): checkpoint and exit at the next safe point."""
+
+
 @dataclass
 class WindowStats:
     """Per-step statistics accumulated between two trace rows."""
@@ -232,6 +236,8 @@ class Trainer:
         psnrs, ssims = [], []
         self.field.eval()
         for i in views:
+            if self._stop_signal is not None:
+                raise Preempted
             pred = self.render_image(self.scene.test.poses[i])
             gt = protocol.composite_target(
                 self.scene.test.images[i], bg.expand(*self.scene.test.images[i].shape[:2], 3)
@@ -290,9 +296,12 @@ class Trainer:
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
             self._loop()
+            return self.finish(resumed)
+        except Preempted:
+            ckpt.save(self)
+            raise SystemExit(128 + (self._stop_signal or signal.SIGTERM)) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
-        return self.finish(resumed)
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
         self._stop_signal = signum
@@ -315,8 +324,7 @@ class Trainer:
                 self.record(final=False)
                 next_eval += 1
             if self._stop_signal is not None:
-                ckpt.save(self)
-                raise SystemExit(128 + self._stop_signal)
+                raise Preempted
             if self.clock.seconds - last_ckpt >= self.cfg.checkpoint_every_s:
                 ckpt.save(self)
                 last_ckpt = self.clock.seconds

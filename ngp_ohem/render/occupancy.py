@@ -2,7 +2,7 @@
 
 Follows Instant-NGP: a single cascade of ``resolution^3`` cells over the scene box holding an EMA
 of the field's density (decay 0.95, new = max(old * decay, sampled density)); every
-``update_every`` steps it re-samples the density at one random point per chosen cell — all cells
+``clamp(step // 16, 1, update_every)`` steps it re-samples the density at one random point per chosen cell — all cells
 during the first ``warmup_steps`` steps, afterwards a uniformly random quarter plus a quarter drawn
 among currently occupied cells. A cell is occupied when its density exceeds
 ``min(mean density, min_optical_thickness / step_size)`` (Instant-NGP's 0.01 optical thickness per
@@ -57,8 +57,12 @@ class OccupancyGrid:
         u = torch.rand(ijk.shape, device=cells.device, generator=generator)
         return (ijk + u) / r * (2.0 * self.bound) - self.bound
 
+    def interval(self, step: int) -> int:
+        """Steps between updates: every step at first, growing to ``update_every`` (Instant-NGP)."""
+        return min(max(step // 16, 1), self.update_every)
+
     def due(self, step: int) -> bool:
-        return step > 0 and step % self.update_every == 0
+        return step > 0 and step % self.interval(step) == 0
 
     def choose_cells(self, step: int, generator: torch.Generator | None) -> torch.Tensor:
         device = self.density.device

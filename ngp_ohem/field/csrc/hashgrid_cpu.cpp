@@ -74,17 +74,35 @@ torch::Tensor hashgrid_forward(torch::Tensor x, torch::Tensor table, torch::Tens
   const float* tp = table.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const uint32_t m = static_cast<uint32_t>(mask);
+  // Level-outer within a chunk of samples: one level's table slice stays hot in cache while the
+  // chunk's samples gather from it (the tables of all levels together do not fit in L2).
+  constexpr int64_t kChunk = 1024;
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t start = 0; start < n; start += kChunk) {
+    const int64_t stop = std::min(start + kChunk, n);
     int64_t idx[8];
     float w[8];
     for (int64_t l = 0; l < n_levels; ++l) {
-      corners(xp + 3 * i, levels[l], m, idx, w);
-      float* o = op + i * n_levels * f + l * f;
-      for (int64_t k = 0; k < f; ++k) o[k] = 0.0f;
-      for (int c = 0; c < 8; ++c) {
-        const float* row = tp + idx[c] * f;
-        for (int64_t k = 0; k < f; ++k) o[k] += w[c] * row[k];
+      const Level lv = levels[l];
+      for (int64_t i = start; i < stop; ++i) {
+        corners(xp + 3 * i, lv, m, idx, w);
+        float* o = op + i * n_levels * f + l * f;
+        if (f == 2) {
+          float a0 = 0.0f, a1 = 0.0f;
+          for (int c = 0; c < 8; ++c) {
+            const float* row = tp + idx[c] * 2;
+            a0 += w[c] * row[0];
+            a1 += w[c] * row[1];
+          }
+          o[0] = a0;
+          o[1] = a1;
+        } else {
+          for (int64_t k = 0; k < f; ++k) o[k] = 0.0f;
+          for (int c = 0; c < 8; ++c) {
+            const float* row = tp + idx[c] * f;
+            for (int64_t k = 0; k < f; ++k) o[k] += w[c] * row[k];
+          }
+        }
       }
     }
   }

@@ -1,0 +1,178 @@
+"""Hard sample mining: the mechanics of the paper's step, not just that it runs."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from ngp_ohem.field.hashgrid import HashGridSpec
+from ngp_ohem.field.ngp import FieldSpec, NGPField
+from ngp_ohem.mining import FullBatch, HardSampleMining
+from ngp_ohem.render.march import PackedSamples
+
+CHI2_CRITICAL_DF19_P001 = 43.82  # chi-square quantile, 19 degrees of freedom, p = 0.001
+
+
+def tiny_field(seed: int = 0) -> NGPField:
+    torch.manual_seed(seed)
+    spec = FieldSpec(HashGridSpec(n_levels=4, n_features=2, log2_table_size=10, base_resolution=4, max_resolution=32))
+    field = NGPField(spec, bound=1.0)
+    with torch.no_grad():  # a non-trivial starting point: larger table values than the default init
+        field.encoding.table.uniform_(-0.5, 0.5)
+    return field
+
+
+def packed_batch(
+    n_rays: int = 24, per_ray: int = 12, seed: int = 0
+) -> tuple[PackedSamples, torch.Tensor, torch.Tensor]:
+    """Straight rays through the unit box with evenly spaced samples, random targets and backgrounds."""
+    g = torch.Generator().manual_seed(seed)
+    origins = torch.rand(n_rays, 3, generator=g) * 0.4 - 0.2 + torch.tensor([0.0, 0.0, 0.9])
+    dirs = torch.nn.functional.normalize(
+        torch.randn(n_rays, 3, generator=g) * 0.2 + torch.tensor([0.0, 0.0, -1.0]), dim=-1
+    )
+    t = torch.linspace(0.05, 1.6, per_ray)
+    positions = (origins[:, None] + t[None, :, None] * dirs[:, None]).reshape(-1, 3).clamp(-1, 1)
+    ray_index = torch.arange(n_rays).repeat_interleave(per_ray)
+    samples = PackedSamples(
+        positions=positions,
+        directions=dirs[ray_index],
+        deltas=torch.full((n_rays * per_ray,), 1.55 / (per_ray - 1)),
+        ray_index=ray_index,
+        n_rays=n_rays,
+    )
+    return samples, torch.rand(n_rays, 3, generator=g), torch.rand(n_rays, 3, generator=g)
+
+
+def parameter_grads(field: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.grad.reshape(-1) for p in field.parameters()])
+
+
+def test_forced_full_hard_set_reproduces_baseline_gradients():
+    samples, target, bg = packed_batch()
+    base, mined = tiny_field(), tiny_field()
+    mined.load_state_dict(base.state_dict())
+    FullBatch().backward(base, samples, target, bg)
+    result = HardSampleMining(min_fraction=1.0, max_fraction=1.0).backward(mined, samples, target, bg)
+    assert result.n_hard > 0.5 * samples.n_samples  # all samples with a non-zero gradient were taken
+    torch.testing.assert_close(parameter_grads(mined), parameter_grads(base), rtol=1e-5, atol=1e-7)
+
+
+def test_graph_bytes_scale_with_hard_batch_not_full_batch():
+    samples, target, bg = packed_batch(n_rays=64, per_ray=32)
+    base = FullBatch().backward(tiny_field(), samples, target, bg)
+    bytes_at = {}
+    for fraction in (0.25, 0.5):
+        step = HardSampleMining(min_fraction=fraction, max_fraction=fraction)
+        result = step.backward(tiny_field(), samples, target, bg)
+        assert result.n_hard == round(fraction * samples.n_samples)
+        bytes_at[fraction] = result.graph_bytes
+    ratio = bytes_at[0.5] / bytes_at[0.25]
+    assert 1.8 < ratio < 2.2, f"graph bytes should double with b, got ratio {ratio:.3f}"
+    assert bytes_at[0.5] < 0.6 * base.graph_bytes
+
+
+def test_selection_frequencies_follow_hardness():
+    hardness = torch.linspace(0.2, 3.0, 20) ** 2
+    g = hardness / hardness.sum()
+    miner = HardSampleMining(min_fraction=0.05, max_fraction=0.05, generator=torch.Generator().manual_seed(7))
+    draws = 20000
+    counts = torch.zeros(20)
+    for _ in range(draws):
+        chosen = miner.select(hardness)
+        assert chosen.index.numel() == 1  # b = 0.05 * 20
+        counts[chosen.index] += 1
+    expected = g * draws
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < CHI2_CRITICAL_DF19_P001, f"chi-square {chi2:.1f} rejects selection proportional to g"
+
+
+def test_selection_without_replacement_takes_distinct_indices():
+    hardness = torch.rand(1000, generator=torch.Generator().manual_seed(1)) + 0.01
+    chosen = HardSampleMining(generator=torch.Generator().manual_seed(2)).select(hardness)
+    assert chosen.index.unique().numel() == chosen.index.numel() == 500  # tau_ema starts at 1: b = 0.5 B
+
+
+def test_fewer_nonzero_hardness_than_b_takes_them_all():
+    hardness = torch.zeros(100)
+    hardness[[3, 50, 97]] = torch.tensor([1.0, 2.0, 3.0])
+    chosen = HardSampleMining().select(hardness)
+    assert sorted(chosen.index.tolist()) == [3, 50, 97]
+
+
+def test_tau_is_one_for_uniform_hardness_and_b_respects_clamps():
+    miner = HardSampleMining()
+    n = 1000
+    b = miner.update_batch_size(torch.full((n,), 1.0 / n))
+    assert miner.tau_ema == pytest.approx(1.0)
+    assert b == n // 2  # b = B / 1 clamped to 0.5 B
+    peaked = torch.full((n,), 1e-6)
+    peaked[0] = 1.0
+    peaked /= peaked.sum()
+    sizes = [miner.update_batch_size(peaked) for _ in range(2000)]
+    assert all(0.05 * n <= s <= 0.5 * n for s in sizes)
+    assert sizes[-1] == round(0.05 * n)  # tau_ema has grown far beyond 20
+    assert miner.tau_ema > 20
+
+
+def test_tau_formula_matches_variance_reduction_definition():
+    g = torch.rand(500, generator=torch.Generator().manual_seed(3))
+    g /= g.sum()
+    u = torch.full_like(g, 1 / g.numel())
+    definition = (1 - ((g - u) ** 2).sum() / (g**2).sum()) ** -0.5
+    miner = HardSampleMining(tau_decay=0.0)  # tau_ema becomes the latest tau
+    miner.update_batch_size(g)
+    assert miner.tau_ema == pytest.approx(float(definition), rel=1e-5)
+
+
+def _mean_gradient_error(unbiased: bool, draws: int) -> tuple[float, float]:
+    """(||mean mined gradient - full gradient||^2, its Monte-Carlo variance) over ``draws`` steps."""
+    samples, target, bg = packed_batch(n_rays=16, per_ray=10, seed=5)
+    field = tiny_field(3)
+    FullBatch().backward(field, samples, target, bg)
+    full = parameter_grads(field).clone()
+    miner = HardSampleMining(
+        min_fraction=0.2, max_fraction=0.2, unbiased=unbiased, generator=torch.Generator().manual_seed(11)
+    )
+    grads = []
+    for _ in range(draws):
+        field.zero_grad(set_to_none=True)
+        miner.backward(field, samples, target, bg)
+        grads.append(parameter_grads(field).clone())
+    stacked = torch.stack(grads)
+    error = float(((stacked.mean(0) - full) ** 2).sum())
+    mc_variance = float(stacked.var(0).sum()) / draws
+    return error, mc_variance
+
+
+def test_unbiased_variant_mean_gradient_matches_full_batch():
+    error, mc_variance = _mean_gradient_error(unbiased=True, draws=400)
+    # For an unbiased estimator E[error] = mc_variance; allow generous slack for one realisation.
+    assert error < 3.0 * mc_variance, f"error {error:.3e} vs Monte-Carlo variance {mc_variance:.3e}"
+
+
+def test_published_variant_is_biased_which_the_unbiased_test_would_detect():
+    error, mc_variance = _mean_gradient_error(unbiased=False, draws=400)
+    assert error > 10.0 * mc_variance  # shows the test above has the power to see a bias
+
+
+def test_mined_step_reports_statistics():
+    samples, target, bg = packed_batch()
+    miner = HardSampleMining()
+    result = miner.backward(tiny_field(), samples, target, bg)
+    assert result.n_samples == samples.n_samples
+    assert 0 < result.n_hard <= math.ceil(0.5 * samples.n_samples)
+    assert result.graph_bytes > 0 and torch.isfinite(result.loss)
+    assert miner.state_dict() == {"tau_ema": miner.tau_ema}
+
+
+def test_profiling_reports_every_phase():
+    samples, target, bg = packed_batch()
+    result = HardSampleMining(profile=True).backward(tiny_field(), samples, target, bg)
+    assert set(result.phase_seconds) == {"forward_all", "select", "forward_hard", "backward"}
+    base = FullBatch(profile=True).backward(tiny_field(), samples, target, bg)
+    assert set(base.phase_seconds) == {"forward", "backward"}
+    assert copy.copy(result.phase_seconds)["backward"] >= 0
