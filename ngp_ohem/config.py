@@ -82,6 +82,7 @@ SCHEMA: dict[str, Any] = _section(
             }
         ),
         "checkpoint_every_s": _POS_NUM,
+        "step_limit": {"type": "integer", "minimum": 0},
     }
 )
 
@@ -118,6 +119,7 @@ DEFAULTS: dict[str, Any] = {
     "mining": {"min_fraction": 0.05, "max_fraction": 0.5, "tau_decay": 0.99, "unbiased": False},
     "eval": {"n_evals": 8, "first_fraction": 1 / 64, "subset_views": 8, "final_views": 0, "chunk_rays": 1 << 14},
     "checkpoint_every_s": 60.0,
+    "step_limit": 0,  # 0: none; >0 stops after that many steps even within the budget (regression checks)
 }
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -135,7 +135,7 @@ class Trainer:
         self.field = build_field(field_spec(cfg, scene.bound), scene.bound, self.backend, self.device)
         o = cfg.optim
         self.optimizer = torch.optim.Adam(
-            self.field.parameters(), lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"]
+            self.field.parameters(), lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"], fused=True
         )
         r = cfg.render
         self.step_size = step_size(scene.bound, r["max_steps"])
@@ -308,21 +308,25 @@ class Trainer:
 
     def _loop(self) -> None:
         budget = self.cfg.budget_s
-        next_eval = sum(1 for row in self.rows if row["step"] > 0)
+        next_eval = sum(1 for t in self.schedule[:-1] if self.rows and t <= self.rows[-1]["train_seconds"])
         last_ckpt = self.clock.seconds
         bar = tqdm(
             total=round(budget, 1), unit="s", desc=f"{self.scene.name}/{self.cfg.method}/seed{self.cfg.seed}",
             disable=not self.progress, file=sys.stderr, leave=False,
         )  # fmt: skip
         bar.update(round(self.clock.seconds, 1))
-        while self.clock.seconds < budget:
+        step_limit = self.cfg.step_limit or math.inf
+        while self.clock.seconds < budget and self.step < step_limit:
             before = self.clock.seconds
             with self.clock.running():
                 self.train_step()
             bar.update(round(self.clock.seconds, 1) - round(before, 1))
-            while next_eval < len(self.schedule) - 1 and self.clock.seconds >= self.schedule[next_eval]:
+            passed = next_eval
+            while passed < len(self.schedule) - 1 and self.clock.seconds >= self.schedule[passed]:
+                passed += 1
+            if passed > next_eval:  # one evaluation even when a long step crossed several scheduled times
                 self.record(final=False)
-                next_eval += 1
+                next_eval = passed
             if self._stop_signal is not None:
                 raise Preempted
             if self.clock.seconds - last_ckpt >= self.cfg.checkpoint_every_s:

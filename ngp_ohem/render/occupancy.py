@@ -92,7 +92,7 @@ class OccupancyGrid:
             new[start : start + chunk] = density_fn(self.cell_centres_jittered(part, generator))
         decayed = self.density * self.decay
         candidate = decayed.clone()
-        candidate.index_reduce_(0, cells, new, "amax", include_self=True)
+        candidate.scatter_reduce_(0, cells, new, reduce="amax", include_self=True)
         self.density = candidate
         threshold = torch.clamp(self.density.mean(), max=self.density_threshold)
         self.occupied = self.density > threshold

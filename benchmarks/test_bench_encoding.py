@@ -1,0 +1,85 @@
+"""Hash-grid encoding throughput: fused C++ kernels vs the naive gather/index_add PyTorch path.
+
+Samples are ray-like (64 consecutive points along each of N/64 random rays), as marching produces.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks.conftest import record_throughput
+from ngp_ohem import bench
+from ngp_ohem.field.hashgrid import HashGridEncoding, HashGridSpec
+
+SPEC = HashGridSpec(log2_table_size=17, max_resolution=3072)  # the cpu preset on a Blender scene
+SIZES = [1 << 14, 1 << 16, 1 << 18]
+
+
+def ray_like_points(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    rays = n // 64
+    origins = torch.rand(rays, 1, 3, generator=g)
+    dirs = torch.nn.functional.normalize(torch.randn(rays, 1, 3, generator=g), dim=-1)
+    t = torch.linspace(0.0, 0.5, 64)[None, :, None]
+    return (origins + dirs * t).reshape(-1, 3).clamp(0, 1).contiguous()
+
+
+def encoding(native: bool) -> HashGridEncoding:
+    torch.manual_seed(0)
+    enc = HashGridEncoding(SPEC, use_native=native)
+    if native and enc.implementation != "native":
+        pytest.skip("fused C++ kernels unavailable on this machine")
+    return enc
+
+
+def forward_backward(enc: HashGridEncoding, x: torch.Tensor, grad: torch.Tensor) -> None:
+    enc.table.grad = None
+    enc(x).backward(grad)
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("impl", ["native", "naive"])
+def test_encoding_forward(benchmark, impl, n):
+    if impl == "naive" and n > 1 << 16:
+        pytest.skip("the naive path is too slow at 2^18 for a routine run")
+    enc, x = encoding(impl == "native"), ray_like_points(n)
+    with torch.no_grad():
+        benchmark.pedantic(enc, args=(x,), rounds=5, warmup_rounds=1)
+    record_throughput(benchmark, n)
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("impl", ["native", "naive"])
+def test_encoding_forward_backward(benchmark, impl, n):
+    if impl == "naive" and n > 1 << 16:
+        pytest.skip("the naive path is too slow at 2^18 for a routine run")
+    enc, x = encoding(impl == "native"), ray_like_points(n)
+    grad = torch.randn(n, SPEC.output_dim)
+    benchmark.pedantic(forward_backward, args=(enc, x, grad), rounds=5, warmup_rounds=1)
+    record_throughput(benchmark, n)
+
+
+def test_encoding_speedup_side_by_side(benchmark):
+    """Native vs naive forward+backward at 2^16, interleaved in this run: the issue-6 acceptance ratio."""
+    n = 1 << 16
+    native, naive, x = encoding(True), encoding(False), ray_like_points(n)
+    grad = torch.randn(n, SPEC.output_dim)
+    medians = bench.interleaved_medians(
+        {"native": lambda: forward_backward(native, x, grad), "naive": lambda: forward_backward(naive, x, grad)},
+        rounds=5,
+    )
+    benchmark.pedantic(forward_backward, args=(native, x, grad), rounds=1)
+    speedup = medians["naive"] / medians["native"]
+    benchmark.extra_info.update(
+        {
+            "native_samples_per_s": round(n / medians["native"]),
+            "naive_samples_per_s": round(n / medians["naive"]),
+            "speedup": round(speedup, 2),
+        }
+    )
+    print(
+        f"\nencoding fwd+bwd @2^16: native {n / medians['native']:.0f}/s, naive {n / medians['naive']:.0f}/s, "
+        f"speed-up {speedup:.1f}x"
+    )
+    assert speedup > 1.0

@@ -1,0 +1,55 @@
+"""Regression checks on memory (exact), speed (relative, one process) and quality (fixed steps).
+
+Reference values live in tests/reference/regression.json; refresh them on purpose with
+``.venv/bin/python -m ngp_ohem.bench --write-reference tests/reference/regression.json`` and say why
+in the commit message.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ngp_ohem import bench
+
+REFERENCE = json.loads((Path(__file__).parent / "reference" / "regression.json").read_text())
+MEMORY_TOLERANCE = 0.01  # graph bytes are exact; 1% leaves room for harmless bookkeeping tensors
+QUALITY_TOLERANCE_DB = 0.3  # CPU runs are deterministic for a fixed thread count; BLAS may differ across
+
+
+@pytest.fixture(scope="module")
+def scene_dir(tmp_path_factory) -> Path:
+    return bench.procedural_scene_dir(tmp_path_factory.mktemp("regression"))
+
+
+@pytest.mark.parametrize("method", ["baseline", "hsm"])
+def test_graph_bytes_do_not_grow(scene_dir, method):
+    graph_bytes, samples, _hard = bench.graph_bytes_of_first_step(scene_dir, method, REFERENCE["samples"])
+    ref = REFERENCE[method]
+    assert samples == ref["samples"], "the step no longer sees the same samples: refresh the reference on purpose"
+    assert graph_bytes <= ref["graph_bytes"] * (1 + MEMORY_TOLERANCE), (
+        f"{method} step graph grew: {graph_bytes} > reference {ref['graph_bytes']} bytes"
+    )
+
+
+def test_mined_to_baseline_graph_ratio_does_not_grow(scene_dir):
+    base, _, _ = bench.graph_bytes_of_first_step(scene_dir, "baseline", REFERENCE["samples"])
+    mined, _, _ = bench.graph_bytes_of_first_step(scene_dir, "hsm", REFERENCE["samples"])
+    assert mined / base <= REFERENCE["graph_bytes_ratio"] * (1 + MEMORY_TOLERANCE)
+
+
+def test_mined_to_baseline_step_time_ratio(scene_dir):
+    ratio = bench.mined_to_baseline_time_ratio(scene_dir)
+    assert ratio <= REFERENCE["time_ratio_bound"], (
+        f"mined/baseline step time ratio {ratio:.3f} exceeds the bound {REFERENCE['time_ratio_bound']}"
+    )
+
+
+def test_fixed_step_quality(scene_dir, tmp_path):
+    psnr = bench.quality_psnr(scene_dir, tmp_path / "run")
+    assert psnr >= REFERENCE["quality_psnr"] - QUALITY_TOLERANCE_DB, (
+        f"PSNR after {REFERENCE['quality_steps']} steps fell to {psnr:.2f} dB "
+        f"(reference {REFERENCE['quality_psnr']:.2f})"
+    )
