@@ -10,6 +10,7 @@ out-of-range values are rejected with a message naming the key) and then frozen 
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ import jsonschema
 from ngp_ohem.errors import ConfigError
 from ngp_ohem.mining import METHODS
 
+_SCIENTIFIC = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+")
 _POS_INT = {"type": "integer", "minimum": 1}
 _POS_NUM = {"type": "number", "exclusiveMinimum": 0}
 _FRACTION = {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
@@ -153,6 +155,8 @@ def parse_assignment(text: str) -> dict[str, Any]:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{text}': cannot parse value ({exc})") from None
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads "1e-3" as a string
     out: dict[str, Any] = {}
     node = out
     parts = key.strip().split(".")

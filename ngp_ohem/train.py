@@ -188,8 +188,9 @@ class Trainer:
         self.samples_in_graph += result.n_hard
         self.window.add(result, kept, peak.bytes)
         self.window.loss += float(result.loss)
-        measured = max(result.n_samples, 1)
-        self.n_rays = min(max(self.n_rays * r["target_samples"] / measured, r["min_rays"]), r["max_rays"])
+        # Size the next batch from the samples per kept ray (the cap hides how many more rays would fit).
+        per_ray = max(result.n_samples, 1) / max(kept, 1)
+        self.n_rays = min(max(r["target_samples"] / per_ray, r["min_rays"]), r["max_rays"])
         if self.grid.due(self.step):
             self.grid.update(self.step, lambda x: activate_density(self.field, x), self.generator)
             self.check_finite(result)
@@ -308,7 +309,7 @@ class Trainer:
 
     def _loop(self) -> None:
         budget = self.cfg.budget_s
-        next_eval = sum(1 for t in self.schedule[:-1] if self.rows and t <= self.rows[-1]["train_seconds"])
+        next_eval = sum(1 for t in self.schedule[:-1] if t <= self.clock.seconds)
         last_ckpt = self.clock.seconds
         bar = tqdm(
             total=round(budget, 1), unit="s", desc=f"{self.scene.name}/{self.cfg.method}/seed{self.cfg.seed}",

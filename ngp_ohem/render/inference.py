@@ -38,7 +38,7 @@ def render_rays(
     dt = step_size(grid.bound, max_steps)
     t_near, t_far = ray_box_intersection(origins, dirs, grid.bound)
     t_near = t_near.clamp(min=near)
-    n_steps = ((t_far - t_near) / dt).ceil().clamp(0, max_steps).to(torch.int64)
+    n_steps = ((t_far - t_near) / dt - 0.5).ceil().clamp(0, max_steps).to(torch.int64)
     n_rays = origins.shape[0]
     transmittance = torch.ones(n_rays, device=origins.device)
     color = torch.zeros(n_rays, 3, device=origins.device)

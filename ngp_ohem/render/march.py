@@ -71,8 +71,9 @@ def march_rays(
     dt = step_size(bound, max_steps)
     t_near, t_far = ray_box_intersection(origins, dirs, bound)
     t_near = t_near.clamp(min=near)
-    n_steps = ((t_far - t_near) / dt).ceil().clamp(0, max_steps).to(torch.int64)
     u = torch.full_like(t_near, 0.5) if jitter is None else jitter
+    # Sample k sits at t_near + (k + u) dt: count only those before the exit point.
+    n_steps = ((t_far - t_near) / dt - u).ceil().clamp(0, max_steps).to(torch.int64)
     longest = int(n_steps.max()) if n_steps.numel() else 0
     n_rays = origins.shape[0]
     if longest == 0:
