@@ -128,7 +128,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "cpu": {
         "field": {"log2_table_size": 17},
-        "render": {"grid_resolution": 64, "target_samples": 1 << 16, "initial_rays": 1024},
+        "render": {"grid_resolution": 64, "target_samples": 1 << 16, "initial_rays": 1024, "grid_warmup_steps": 64},
+        "eval": {"subset_views": 4},
     },
 }
 

@@ -133,6 +133,7 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.backend = resolve_backend(cfg.backend, self.device)
         self.field = build_field(field_spec(cfg, scene.bound), scene.bound, self.backend, self.device)
+        self.encoding_impl = prepare_kernels(self.field)
         o = cfg.optim
         self.optimizer = torch.optim.Adam(
             self.field.parameters(), lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"], fused=True
@@ -347,6 +348,7 @@ class Trainer:
             "data_path": self.scene.path,
             "protocol": protocol.__doc__.strip(),
             "backend": self.backend,
+            "encoding_implementation": self.encoding_impl,
             "device": self.device.type,
             "environment": environment_info(self.device),
             "steps": self.step,
@@ -360,6 +362,12 @@ class Trainer:
         }
         write_json(self.out / "summary.json", summary)
         return summary
+
+
+def prepare_kernels(field: torch.nn.Module) -> str:
+    """Build/load the fused CPU kernels now, so a first-use compile never runs on the training clock."""
+    encoding = getattr(field, "encoding", None)
+    return encoding.implementation if encoding is not None else "tcnn"
 
 
 def chunked_forward(field: torch.nn.Module, x: torch.Tensor, d: torch.Tensor, chunk: int = 1 << 17) -> torch.Tensor:
