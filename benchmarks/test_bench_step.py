@@ -13,9 +13,9 @@ SIZES = [1 << 14, 1 << 16, 1 << 18]
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("method", ["baseline", "hsm"])
 def test_training_step(benchmark, scene_dir, method, n):
-    trainer = bench.step_trainer(scene_dir, method, n)
-    bench.warm_up(trainer, 10 if n <= 1 << 16 else 4)
-    rounds = 10 if n <= 1 << 16 else 3
+    trainer = bench.steady_state_trainer(scene_dir, method, n)
+    bench.warm_up(trainer, 32 if n <= 1 << 16 else 8)
+    rounds = 16 if n <= 1 << 16 else 4
     benchmark.pedantic(trainer.train_step, rounds=rounds, warmup_rounds=1)
     record_throughput(benchmark, trainer.window.samples // max(trainer.window.steps, 1))
     benchmark.extra_info["hard_fraction"] = round(trainer.window.hard / max(trainer.window.samples, 1), 3)

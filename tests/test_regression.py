@@ -16,7 +16,7 @@ from ngp_ohem import bench
 
 REFERENCE = json.loads((Path(__file__).parent / "reference" / "regression.json").read_text())
 MEMORY_TOLERANCE = 0.01  # graph bytes are exact; 1% leaves room for harmless bookkeeping tensors
-QUALITY_TOLERANCE_DB = 0.3  # CPU runs are deterministic for a fixed thread count; BLAS may differ across
+QUALITY_TOLERANCE_DB = 0.5  # CPU runs are deterministic for a fixed thread count; BLAS may differ across
 
 
 @pytest.fixture(scope="module")
