@@ -1,14 +1,17 @@
 """Checkpoints that make a run resumable after preemption or a crash.
 
 A checkpoint holds the model, optimizer, occupancy grid, mining state, RNG states, the training
-clock, the adaptive ray count and the trace rows so far; it is written atomically. On start a
-trainer resumes from ``checkpoint.pt`` in its folder unless the run is already complete. A
-checkpoint that cannot be read (truncated, corrupt, or from another configuration) is moved aside
-with a warning and the run starts cleanly from step 0.
+clock, the adaptive ray count, the trace rows so far and the position in the evaluation schedule;
+it is written atomically (a crash mid-write leaves the previous checkpoint). On start a trainer
+resumes from ``checkpoint.pt`` in its folder unless the run is already complete. A checkpoint that
+cannot be read (truncated, corrupt, or from another configuration) is moved aside to
+``checkpoint.pt.corrupt`` with a warning and the run starts cleanly from step 0: nothing of it is
+left in the trainer, even when it failed half-way through restoring.
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,37 +47,78 @@ def save(trainer: Trainer) -> None:
         "samples_in_graph": trainer.samples_in_graph,
         "rows": trainer.rows,
         "phase_totals": trainer.phase_totals,
+        "next_eval": trainer.next_eval,
+        "final_recorded": trainer.final_recorded,
     }
     save_torch(path_of(trainer), state)
+
+
+def _stateful(trainer: Trainer) -> dict:
+    """The trainer's parts that a checkpoint restores in place, as a deep copy (to roll back to)."""
+    return copy.deepcopy(
+        {
+            "field": trainer.field.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "grid": trainer.grid.state_dict(),
+            "strategy": trainer.strategy.state_dict(),
+            "generator": trainer.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+    )
+
+
+def _restore_stateful(trainer: Trainer, state: dict) -> None:
+    trainer.field.load_state_dict(state["field"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.grid.load_state_dict(state["grid"])
+    trainer.strategy.load_state_dict(state["strategy"])
+    trainer.generator.set_state(state["generator"].cpu())
+    torch.set_rng_state(state["torch_rng"].cpu())
 
 
 def try_resume(trainer: Trainer) -> bool:
     """Restore ``trainer`` from its folder's checkpoint; False when starting fresh."""
     path = path_of(trainer)
+    for tmp in trainer.out.glob(".*.tmp"):  # left by an atomic write that was killed (SIGKILL) mid-way
+        tmp.unlink(missing_ok=True)
     if not path.exists():
         return False
+    fresh = _stateful(trainer)
     try:
         state = torch.load(path, map_location=trainer.device, weights_only=False)
-        if state.get("format") != FORMAT or state.get("config") != trainer.cfg.raw:
+        if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("config") != trainer.cfg.raw:
             raise ValueError("it was written by a different configuration or format")
-        trainer.field.load_state_dict(state["field"])
-        trainer.optimizer.load_state_dict(state["optimizer"])
-        trainer.grid.load_state_dict(state["grid"])
-        trainer.strategy.load_state_dict(state["strategy"])
-        trainer.generator.set_state(state["generator"].cpu())
-        torch.set_rng_state(state["torch_rng"].cpu())
+        _restore_stateful(trainer, state)
+        scalars = {
+            "seconds": float(state["clock_seconds"]),
+            "step": int(state["step"]),
+            "n_rays": float(state["n_rays"]),
+            "samples_total": int(state["samples_total"]),
+            "samples_in_graph": int(state["samples_in_graph"]),
+            "rows": list(state["rows"]),
+            "phase_totals": dict(state["phase_totals"]),
+            # Checkpoints written before the schedule position was saved: every time up to the clock was recorded.
+            "next_eval": int(
+                state.get("next_eval", sum(1 for t in trainer.schedule[:-1] if t <= float(state["clock_seconds"])))
+            ),
+            "final_recorded": bool(state.get("final_recorded", False)),
+        }
     except Exception as exc:
+        _restore_stateful(trainer, fresh)
         aside = path.with_suffix(".pt.corrupt")
         path.replace(aside)
         warnings.warn(
-            f"ignoring checkpoint {path} ({exc}); moved to {aside.name}, restarting from step 0", stacklevel=2
+            f"ignoring checkpoint {path} ({type(exc).__name__}: {exc}); moved to {aside.name}, restarting from step 0",
+            stacklevel=2,
         )
         return False
-    trainer.clock.seconds = float(state["clock_seconds"])
-    trainer.step = int(state["step"])
-    trainer.n_rays = float(state["n_rays"])
-    trainer.samples_total = int(state["samples_total"])
-    trainer.samples_in_graph = int(state["samples_in_graph"])
-    trainer.rows = list(state["rows"])
-    trainer.phase_totals = dict(state["phase_totals"])
+    trainer.clock.seconds = scalars["seconds"]
+    trainer.step = scalars["step"]
+    trainer.n_rays = scalars["n_rays"]
+    trainer.samples_total = scalars["samples_total"]
+    trainer.samples_in_graph = scalars["samples_in_graph"]
+    trainer.rows = scalars["rows"]
+    trainer.phase_totals = scalars["phase_totals"]
+    trainer.next_eval = scalars["next_eval"]
+    trainer.final_recorded = scalars["final_recorded"]
     return True

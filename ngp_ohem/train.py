@@ -38,7 +38,7 @@ from ngp_ohem.field.hashgrid import HashGridSpec
 from ngp_ohem.field.ngp import FieldSpec, activate
 from ngp_ohem.io import save_png, write_csv, write_json
 from ngp_ohem.memory import CudaPeakMeter, peak_rss_bytes
-from ngp_ohem.metrics import psnr, ssim
+from ngp_ohem.metrics import lpips_unavailable_reason, psnr, ssim
 from ngp_ohem.mining import FullBatch, HardSampleMining, StepResult, Strategy
 from ngp_ohem.provenance import environment_info
 from ngp_ohem.rays import RaySampler, image_rays
@@ -148,6 +148,8 @@ class Trainer:
             update_every=r["grid_update_every"],
             device=self.device,
         )
+        k = scene.train.intrinsics
+        self.grid.mark_unseen(scene.train.poses, k.fx, k.fy, k.cx, k.cy, k.width, k.height)
         self.strategy = build_strategy(cfg, self.generator)
         self.sampler = RaySampler(scene.train, self.device, self.generator)
         self.clock = TrainingClock(self.device)
@@ -157,6 +159,8 @@ class Trainer:
         self.samples_total = 0
         self.samples_in_graph = 0
         self.rows: list[dict[str, Any]] = []
+        self.next_eval = 0  # index into schedule of the first intermediate evaluation not yet recorded
+        self.final_recorded = False
         self.window = WindowStats()
         self.wall_start = time.time()
         self._stop_signal: int | None = None
@@ -182,26 +186,44 @@ class Trainer:
         target = protocol.composite_target(pixels[:kept], background)
         with CudaPeakMeter(self.device) as peak:
             result = self.strategy.backward(self.field, samples, target, background)
+            loss = float(result.loss)  # one sync per step (the trace logs the mean loss anyway)
+            if not math.isfinite(loss):  # before the optimizer spreads NaN gradients to every parameter
+                raise self.divergence(f"the loss is {loss}", step=self.step + 1)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.samples_total += result.n_samples
         self.samples_in_graph += result.n_hard
         self.window.add(result, kept, peak.bytes)
-        self.window.loss += float(result.loss)
+        self.window.loss += loss
         # Size the next batch from the samples per kept ray (the cap hides how many more rays would fit).
         per_ray = max(result.n_samples, 1) / max(kept, 1)
         self.n_rays = min(max(r["target_samples"] / per_ray, r["min_rays"]), r["max_rays"])
         if self.grid.due(self.step):
+            self.check_finite()
             self.grid.update(self.step, lambda x: activate_density(self.field, x), self.generator)
-            self.check_finite(result)
+            if not bool(self.grid.occupied.any()):
+                # No cell holds density any more: marching would return no samples from now on.
+                densest = float(self.grid.density.max())
+                raise self.divergence(f"the density collapsed (occupancy grid empty, max grid density {densest:.3g})")
 
-    def check_finite(self, result: StepResult) -> None:
-        if not math.isfinite(float(result.loss)):
-            raise DivergenceError(f"loss became {float(result.loss)} at step {self.step}")
-        for name, p in self.field.named_parameters():
-            if not bool(torch.isfinite(p).all()):
-                raise DivergenceError(f"parameter '{name}' has NaN/inf at step {self.step}")
+    def nonfinite_parameters(self) -> list[str]:
+        return [name for name, p in self.field.named_parameters() if not bool(torch.isfinite(p).all())]
+
+    def check_finite(self) -> None:
+        """Raise DivergenceError when a parameter holds NaN/inf (run at occupancy-grid updates)."""
+        if self.nonfinite_parameters():
+            raise self.divergence("a parameter became NaN/inf")
+
+    def divergence(self, what: str, step: int | None = None) -> DivergenceError:
+        """A one-line DivergenceError naming the step, the symptom and the non-finite parameters."""
+        bad = self.nonfinite_parameters()
+        culprits = f"; non-finite parameters: {', '.join(bad)}" if bad else ""
+        at = self.step if step is None else step
+        kept = f"{len(self.rows)} trace rows kept in {self.out / 'trace.csv'}" if self.rows else "no trace rows yet"
+        return DivergenceError(
+            f"training diverged at step {at} (lr {self.learning_rate():.3g}): {what}{culprits}; stopped, {kept}"
+        )
 
     # -- evaluation -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -255,6 +277,19 @@ class Trainer:
         save_png(self.out / "render_test0.png", pred)
         save_png(self.out / "gt_test0.png", gt)
 
+    def record_due(self) -> None:
+        """Record one evaluation when the clock has passed scheduled times not yet recorded.
+
+        One evaluation even when a long step crossed several scheduled times; the schedule position
+        is checkpointed, so an evaluation that a preemption interrupted is redone after the restart.
+        """
+        passed = self.next_eval
+        while passed < len(self.schedule) - 1 and self.clock.seconds >= self.schedule[passed]:
+            passed += 1
+        if passed > self.next_eval:
+            self.record(final=False)
+            self.next_eval = passed
+
     def record(self, final: bool) -> None:
         p, s, n_views = self.evaluate(final)
         w = self.window
@@ -295,6 +330,9 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.phase_totals: dict[str, float] = {}
         resumed = ckpt.try_resume(self)
+        if resumed or (self.out / "trace.csv").exists():
+            # Drop rows of a lost session (evaluated after the last checkpoint, or an abandoned run).
+            write_csv(self.out / "trace.csv", TRACE_COLUMNS, self.rows)
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
             self._loop()
@@ -310,7 +348,6 @@ class Trainer:
 
     def _loop(self) -> None:
         budget = self.cfg.budget_s
-        next_eval = sum(1 for t in self.schedule[:-1] if t <= self.clock.seconds)
         last_ckpt = self.clock.seconds
         bar = tqdm(
             total=round(budget, 1), unit="s", desc=f"{self.scene.name}/{self.cfg.method}/seed{self.cfg.seed}",
@@ -318,17 +355,13 @@ class Trainer:
         )  # fmt: skip
         bar.update(round(self.clock.seconds, 1))
         step_limit = self.cfg.step_limit or math.inf
+        self.record_due()  # after a resume: an evaluation the preemption interrupted
         while self.clock.seconds < budget and self.step < step_limit:
             before = self.clock.seconds
             with self.clock.running():
                 self.train_step()
             bar.update(round(self.clock.seconds, 1) - round(before, 1))
-            passed = next_eval
-            while passed < len(self.schedule) - 1 and self.clock.seconds >= self.schedule[passed]:
-                passed += 1
-            if passed > next_eval:  # one evaluation even when a long step crossed several scheduled times
-                self.record(final=False)
-                next_eval = passed
+            self.record_due()
             if self._stop_signal is not None:
                 raise Preempted
             if self.clock.seconds - last_ckpt >= self.cfg.checkpoint_every_s:
@@ -337,8 +370,10 @@ class Trainer:
         bar.close()
 
     def finish(self, resumed: bool) -> dict[str, Any]:
-        self.record(final=True)
-        ckpt.save(self)
+        if not self.final_recorded:  # a restart after the final checkpoint must not add a second final row
+            self.record(final=True)
+            self.final_recorded = True
+            ckpt.save(self)
         final = self.rows[-1]
         summary = {
             "status": "complete",
@@ -359,6 +394,7 @@ class Trainer:
             "max_graph_bytes": max(r["graph_bytes"] for r in self.rows),
             "max_peak_mem_bytes": max(r["peak_mem_bytes"] for r in self.rows),
             "phase_seconds": self.phase_totals,
+            "lpips": lpips_unavailable_reason() or "available (not computed by default)",
         }
         write_json(self.out / "summary.json", summary)
         return summary

@@ -27,7 +27,9 @@ from ngp_ohem.data.procedural import make_blender_scene, make_llff_scene
 from ngp_ohem.train import TRACE_COLUMNS, Trainer
 
 # Filled in by hand after measuring (see test_lego_baseline_60s_psnr_floor).
-LEGO_60S_PSNR_FLOOR: float | None = None
+# Measured: lego baseline, preset cpu, 2 threads on the 2-core CI machine reached 23.3 dB at 56 s of
+# training (validation run of 600 s, trace row at 55.8 s); 20 dB leaves room for noise and slower runners.
+LEGO_60S_PSNR_FLOOR: float | None = 20.0
 
 BUDGET = 3.0
 EVAL_SLEEP = 1.0
@@ -301,12 +303,13 @@ def test_geometric_schedule() -> None:
 
 # -- real data ----------------------------------------------------------------------------------
 @pytest.mark.realdata
-@pytest.mark.slow
 def test_lego_baseline_60s_psnr_floor(real_scene, tmp_path: Path) -> None:
     lego = real_scene("nerf_synthetic/lego")
     if LEGO_60S_PSNR_FLOOR is None:
         pytest.skip("floor not measured yet")
-    cfg = build_config("cpu", {"method": "baseline", "budget_s": 60.0, "device": "cpu", "eval": {"final_views": 8}})
+    cfg = build_config(
+        "cpu", {"method": "baseline", "budget_s": 60.0, "device": "cpu", "eval": {"final_views": 8, "n_evals": 2}}
+    )
     summary = Trainer(cfg, load_scene(lego), tmp_path / "lego", progress=False).run()
     assert summary["status"] == "complete"
     assert read_trace(tmp_path / "lego" / "trace.csv")[-1]["eval_views"] == "8"

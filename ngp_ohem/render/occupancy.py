@@ -39,7 +39,37 @@ class OccupancyGrid:
         n = self.resolution**3
         self.density = torch.zeros(n, device=device)
         self.occupied = torch.ones(n, dtype=torch.bool, device=device)
+        self.visible = torch.ones(n, dtype=torch.bool, device=device)
         self.updates = 0
+
+    @torch.no_grad()
+    def mark_unseen(
+        self, poses: torch.Tensor, fx: float, fy: float, cx: float, cy: float, width: int, height: int
+    ) -> None:
+        """Exclude cells that no training camera sees (as torch-ngp's ``mark_untrained_grid``).
+
+        Such cells never receive a gradient, so their density would stay at its initial value and
+        keep them occupied forever (for forward-facing LLFF scenes, most of the box). A cell counts
+        as seen when its centre, padded by its half-diagonal, projects inside some training image.
+        """
+        r = self.resolution
+        cells = torch.arange(self.n_cells, device=self.density.device)
+        ijk = torch.stack([cells // (r * r), (cells // r) % r, cells % r], dim=-1).float()
+        centres = (ijk + 0.5) / r * (2.0 * self.bound) - self.bound
+        half_diag = (2.0 * self.bound / r) * 0.5 * 3**0.5
+        seen = torch.zeros(self.n_cells, dtype=torch.bool, device=self.density.device)
+        for pose in poses.to(self.density.device).float():
+            local = (centres - pose[:3, 3]) @ pose[:3, :3]  # world -> camera (OpenGL: looks along -z)
+            depth = -local[:, 2]
+            front = depth > -half_diag
+            z = depth.clamp(min=1e-6)
+            u = cx + fx * local[:, 0] / z
+            v = cy - fy * local[:, 1] / z
+            pad_u, pad_v = fx * half_diag / z, fy * half_diag / z
+            inside = (u > -pad_u) & (u < width + pad_u) & (v > -pad_v) & (v < height + pad_v)
+            seen |= front & (inside | (depth.abs() <= half_diag))
+        self.visible = seen
+        self.occupied &= seen
 
     @property
     def n_cells(self) -> int:
@@ -94,8 +124,9 @@ class OccupancyGrid:
         candidate = decayed.clone()
         candidate.scatter_reduce_(0, cells, new, reduce="amax", include_self=True)
         self.density = candidate
-        threshold = torch.clamp(self.density.mean(), max=self.density_threshold)
-        self.occupied = self.density > threshold
+        mean = self.density[self.visible].mean() if bool(self.visible.any()) else self.density.mean()
+        threshold = torch.clamp(mean, max=self.density_threshold)
+        self.occupied = (self.density > threshold) & self.visible
         self.updates += 1
 
     def occupancy_fraction(self) -> float:

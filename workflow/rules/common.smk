@@ -190,7 +190,10 @@ def overrides_file(wildcards):
 def train_threads():
     """A time-budgeted run owns every core Snakemake may use here (never shares them with another job);
     profiles/slurm sets an explicit count with set-threads."""
-    cores = workflow.cores
+    try:
+        cores = workflow.cores
+    except WorkflowError:  # cluster executors without --cores: the profile's set-threads decides
+        return 1
     return cores if isinstance(cores, int) and 0 < cores < 4096 else 1
 
 
