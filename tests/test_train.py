@@ -27,9 +27,10 @@ from ngp_ohem.data.procedural import make_blender_scene, make_llff_scene
 from ngp_ohem.train import TRACE_COLUMNS, Trainer
 
 # Filled in by hand after measuring (see test_lego_baseline_60s_psnr_floor).
-# Measured: lego baseline, preset cpu, 2 threads on the 2-core CI machine reached 23.3 dB at 56 s of
-# training (validation run of 600 s, trace row at 55.8 s); 20 dB leaves room for noise and slower runners.
-LEGO_60S_PSNR_FLOOR: float | None = 20.0
+# Measured: lego baseline, preset cpu, 2 threads on the 2-core machine: 23.3 dB at 56 s of training with
+# the machine mostly idle (600 s validation run), 18.5 dB at 60 s with another training process sharing
+# both cores. The floor sits below the contended value; an untrained model scores about 10 dB.
+LEGO_60S_PSNR_FLOOR: float | None = 17.0
 
 BUDGET = 3.0
 EVAL_SLEEP = 1.0
