@@ -30,16 +30,23 @@ def path_of(trainer: Trainer) -> Path:
     return trainer.out / "checkpoint.pt"
 
 
-def save(trainer: Trainer) -> None:
-    state = {
-        "format": FORMAT,
-        "config": trainer.cfg.raw,
+def _stateful_parts(trainer: Trainer) -> dict:
+    """The trainer's parts that a checkpoint restores in place (live references, not copies)."""
+    return {
         "field": trainer.field.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
         "grid": trainer.grid.state_dict(),
         "strategy": trainer.strategy.state_dict(),
         "generator": trainer.generator.get_state(),
         "torch_rng": torch.get_rng_state(),
+    }
+
+
+def save(trainer: Trainer) -> None:
+    state = {
+        "format": FORMAT,
+        "config": trainer.cfg.raw,
+        **_stateful_parts(trainer),
         "clock_seconds": trainer.clock.seconds,
         "step": trainer.step,
         "n_rays": trainer.n_rays,
@@ -54,17 +61,8 @@ def save(trainer: Trainer) -> None:
 
 
 def _stateful(trainer: Trainer) -> dict:
-    """The trainer's parts that a checkpoint restores in place, as a deep copy (to roll back to)."""
-    return copy.deepcopy(
-        {
-            "field": trainer.field.state_dict(),
-            "optimizer": trainer.optimizer.state_dict(),
-            "grid": trainer.grid.state_dict(),
-            "strategy": trainer.strategy.state_dict(),
-            "generator": trainer.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-        }
-    )
+    """A deep copy of the restorable parts, to roll back to when a restore fails half-way."""
+    return copy.deepcopy(_stateful_parts(trainer))
 
 
 def _restore_stateful(trainer: Trainer, state: dict) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from ngp_ohem.data.procedural import make_blender_scene, make_llff_scene
 
@@ -59,3 +60,11 @@ def blender_scene_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def llff_scene_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A procedural LLFF-format scene at the default size (seed 0: 16 images, 100x75 in images_8/)."""
     return make_llff_scene(tmp_path_factory.mktemp("procedural") / "llff", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads() -> Iterator[None]:
+    """Trainers set torch's thread count from their config; keep one test's setting out of the next."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,13 +48,6 @@ TINY_CLI = [
     "--set", f"eval.n_evals={N_EVALS}", "--set", f"eval.first_fraction={FIRST_FRACTION}",
     "--set", f"checkpoint_every_s={CHECKPOINT_EVERY}",
 ]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

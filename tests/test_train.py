@@ -12,7 +12,6 @@ import csv
 import json
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,13 +56,6 @@ TINY_CLI = [
     "--set", "render.grid_resolution=16", "--set", "render.max_steps=256",
     "--set", "eval.subset_views=1", "--set", "eval.final_views=2", "--set", "eval.n_evals=3",
 ]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
