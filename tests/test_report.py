@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ngp_ohem.report import FIGURE_NAMES, TABLE_NAMES
+from ngp_ohem.report import FIGURE_NAMES, TABLE_NAMES, readme
 from ngp_ohem.report.aggregate import RunError, aggregate_runs, flatten, load_run, write_aggregate
 from ngp_ohem.report.figures import render_comparison, render_rows, write_figures
 from ngp_ohem.report.tables import (
@@ -388,3 +388,38 @@ def test_aggregate_rejects_unfinished_and_duplicate_runs(tmp_path: Path) -> None
 
 def test_flatten() -> None:
     assert flatten({"a": 1, "b": {"c": 2, "d": {"e": 3}}}) == {"cfg.a": 1, "cfg.b.c": 2, "cfg.b.d.e": 3}
+
+
+def finished_workflow(tmp_path: Path) -> tuple[Path, Path]:
+    """results/ (runs.csv, traces.csv, tables) and figures/ as the workflow leaves them."""
+    traces = synthetic_traces()
+    runs = runs_from(traces).assign(device="cpu", gpu=np.nan, cpu="Test CPU", torch_threads=2, torch="2.13.0+cpu")
+    results = tmp_path / "results"
+    results.mkdir()
+    runs.to_csv(results / "runs.csv", index=False)
+    traces.to_csv(results / "traces.csv", index=False)
+    write_tables(results / "runs.csv", results / "traces.csv", results / "tables")
+    write_figures(results / "runs.csv", results / "traces.csv", tmp_path / "figures")
+    return results, tmp_path / "figures"
+
+
+def test_readme_section_is_regenerated_between_markers(tmp_path: Path) -> None:
+    results, figures = finished_workflow(tmp_path)
+    page = tmp_path / "README.md"
+    page.write_text(f"# title\n\n{readme.START}\nstale text\n{readme.END}\n\n## after\n")
+    for _ in range(2):  # idempotent: a second update replaces the section, never appends
+        readme.update_readme(results, figures, page, tmp_path / "docs" / "results")
+    text = page.read_text()
+    assert text.startswith("# title\n") and text.endswith("## after\n") and "stale text" not in text
+    assert text.count(readme.START) == 1 and "### Speed-up of hsm" in text and "8 runs" in text
+    assert "Test CPU, 2 torch threads" in text and "](docs/results/mean_psnr_vs_time.png)" in text
+    assert (tmp_path / "docs" / "results" / "mean_psnr_vs_time.png").stat().st_size > 1000
+
+
+def test_readme_update_refuses_a_page_without_markers(tmp_path: Path) -> None:
+    results, figures = finished_workflow(tmp_path)
+    page = tmp_path / "README.md"
+    page.write_text("# no markers\n")
+    with pytest.raises(SystemExit, match="markers"):
+        readme.update_readme(results, figures, page, tmp_path / "assets")
+    assert page.read_text() == "# no markers\n"
