@@ -27,7 +27,9 @@ def procedural_scene_dir(root: Path, seed: int = 0) -> Path:
     return path
 
 
-def step_trainer(scene_dir: Path, method: str, n_samples: int, seed: int = 0, out: Path | None = None) -> Trainer:
+def step_trainer(
+    scene_dir: Path, method: str, n_samples: int, seed: int = 0, out: Path | None = None, profile: bool = False
+) -> Trainer:
     """A trainer whose steps process about ``n_samples`` packed samples (CPU preset otherwise)."""
     cfg = build_config(
         "cpu",
@@ -36,6 +38,7 @@ def step_trainer(scene_dir: Path, method: str, n_samples: int, seed: int = 0, ou
             "seed": seed,
             "device": "cpu",
             "budget_s": 1e9,
+            "profile": profile,
             "render": {"target_samples": n_samples, "initial_rays": max(64, n_samples // 64)},
         },
     )
@@ -44,13 +47,13 @@ def step_trainer(scene_dir: Path, method: str, n_samples: int, seed: int = 0, ou
     return trainer
 
 
-def steady_state_trainer(scene_dir: Path, method: str, n_samples: int, seed: int = 0) -> Trainer:
+def steady_state_trainer(scene_dir: Path, method: str, n_samples: int, seed: int = 0, profile: bool = False) -> Trainer:
     """A trainer past the occupancy-grid warm-up, whose grid updates every 16 steps as in a long run.
 
     Only the step counter is advanced (the model is fresh): what is timed is the steady-state mix of
     plain steps and amortised grid updates, not the all-cell warm-up updates of the first steps.
     """
-    trainer = step_trainer(scene_dir, method, n_samples, seed)
+    trainer = step_trainer(scene_dir, method, n_samples, seed, profile=profile)
     trainer.step = 16 * 1024
     return trainer
 
@@ -79,6 +82,47 @@ def graph_bytes_of_first_step(scene_dir: Path, method: str, n_samples: int, seed
     trainer.train_step()
     w = trainer.window
     return w.graph_bytes, w.samples, w.hard
+
+
+def phase_split(scene_dir: Path, n_samples: int, steps: int = 32) -> dict[str, dict[str, float]]:
+    """Milliseconds per steady-state step spent in each phase, per method (profiling on).
+
+    Both methods run the same number of steps, alternating, after the same warm-up; "other" is the
+    step time no phase claims (Python glue, bookkeeping). Answers "which parts of a mined step cost
+    what" for the notes and benchmarks/README.md.
+    """
+    from ngp_ohem.train import WindowStats
+
+    trainers = {m: steady_state_trainer(scene_dir, m, n_samples, profile=True) for m in ("baseline", "hsm")}
+    for trainer in trainers.values():
+        warm_up(trainer, 32)
+        trainer.window = WindowStats()
+    totals = {m: 0.0 for m in trainers}
+    for _ in range(steps):
+        for method, trainer in trainers.items():
+            start = time.perf_counter()
+            trainer.train_step()
+            totals[method] += time.perf_counter() - start
+    split = {}
+    for method, trainer in trainers.items():
+        ms = {k: 1e3 * v / steps for k, v in trainer.window.phases.items()}
+        ms["other"] = 1e3 * totals[method] / steps - sum(ms.values())
+        ms["total"] = 1e3 * totals[method] / steps
+        ms["hard_fraction"] = trainer.window.hard / max(trainer.window.samples, 1)
+        split[method] = ms
+    return split
+
+
+def format_phase_split(split: dict[str, dict[str, float]]) -> str:
+    """A Markdown table: one row per phase, one column per method."""
+    order = ["sample_and_march", "forward", "forward_all", "select", "forward_hard", "backward", "optimizer"]
+    order += ["grid_update", "other", "total"]
+    lines = ["| phase (ms per step) | " + " | ".join(split) + " |", "|---|" + "---:|" * len(split)]
+    for phase in order:
+        cells = [f"{split[m][phase]:.1f}" if phase in split[m] else "—" for m in split]
+        lines.append(f"| {phase} | " + " | ".join(cells) + " |")
+    lines.append("| b/B | " + " | ".join(f"{split[m]['hard_fraction']:.2f}" for m in split) + " |")
+    return "\n".join(lines)
 
 
 # -- the regression reference ----------------------------------------------------------------------
@@ -133,11 +177,22 @@ def main() -> None:
     import json
     import tempfile
 
-    parser = argparse.ArgumentParser(description="Measure and write the regression reference values (on purpose).")
-    parser.add_argument(
-        "--write-reference", required=True, help="JSON file to write, e.g. tests/reference/regression.json"
+    parser = argparse.ArgumentParser(
+        description="Speed/memory measurements on a procedural scene: write the regression reference values "
+        "(on purpose), or print where a baseline and a mined step spend their time."
+    )
+    task = parser.add_mutually_exclusive_group(required=True)
+    task.add_argument("--write-reference", help="JSON file to write, e.g. tests/reference/regression.json")
+    task.add_argument(
+        "--phases", type=int, metavar="LOG2_SAMPLES", help="print the per-phase step time at 2^LOG2_SAMPLES samples"
     )
     args = parser.parse_args()
+    if args.phases is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            split = phase_split(procedural_scene_dir(Path(tmp)), 1 << args.phases)
+        print(f"steady-state step at 2^{args.phases} samples, {torch.get_num_threads()} threads:")
+        print(format_phase_split(split))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         ref = measure_reference(Path(tmp))
     Path(args.write_reference).parent.mkdir(parents=True, exist_ok=True)

@@ -20,12 +20,12 @@ the hard set forced to all samples the parameter gradients equal the baseline's 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 
+from ngp_ohem.clock import PhaseClock
 from ngp_ohem.field.ngp import activate
 from ngp_ohem.memory import GraphBytesMeter
 from ngp_ohem.render.composite import composite
@@ -55,24 +55,6 @@ def pixel_loss(
     return ((rendered.color - target) ** 2).mean(-1)
 
 
-class _PhaseClock:
-    """Wall-clock per phase when profiling (synchronising CUDA at phase ends); free otherwise."""
-
-    def __init__(self, enabled: bool, device: torch.device) -> None:
-        self.enabled, self.device = enabled, device
-        self.seconds: dict[str, float] = {}
-        self._t = time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        if not self.enabled:
-            return
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        now = time.perf_counter()
-        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._t
-        self._t = now
-
-
 class Strategy(Protocol):
     name: str
 
@@ -94,7 +76,7 @@ class FullBatch:
         self.profile = profile
 
     def backward(self, field, samples, target, background) -> StepResult:
-        clock = _PhaseClock(self.profile, target.device)
+        clock = PhaseClock(self.profile, target.device)
         with GraphBytesMeter(field.parameters()) as meter:
             raw = field(samples.positions, samples.directions)
             clock.lap("forward")
@@ -170,7 +152,7 @@ class HardSampleMining:
 
     # -- the step -------------------------------------------------------------------------------
     def backward(self, field, samples, target, background) -> StepResult:
-        clock = _PhaseClock(self.profile, target.device)
+        clock = PhaseClock(self.profile, target.device)
         with torch.no_grad():
             raw = field(samples.positions, samples.directions)
         clock.lap("forward_all")

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ngp_ohem import checkpoint as ckpt
 from ngp_ohem import protocol
-from ngp_ohem.clock import TrainingClock, geometric_schedule
+from ngp_ohem.clock import PhaseClock, TrainingClock, geometric_schedule
 from ngp_ohem.config import RunConfig
 from ngp_ohem.data.scene import Scene
 from ngp_ohem.errors import DivergenceError
@@ -114,7 +114,10 @@ class WindowStats:
         self.rays += n_rays
         self.peak_mem = max(self.peak_mem, peak_mem)
         self.graph_bytes = max(self.graph_bytes, result.graph_bytes)
-        for k, v in result.phase_seconds.items():
+        self.add_phases(result.phase_seconds)
+
+    def add_phases(self, seconds: dict[str, float]) -> None:
+        for k, v in seconds.items():
             self.phases[k] = self.phases.get(k, 0.0) + v
 
 
@@ -175,6 +178,7 @@ class Trainer:
         r = self.cfg.render
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
+        phases = PhaseClock(self.cfg.profile, self.device)  # the shared parts; strategies time their own
         n_rays = int(self.n_rays)
         origins, dirs, pixels = self.sampler.sample(n_rays)
         jitter = torch.rand(n_rays, device=self.device, generator=self.generator)
@@ -184,13 +188,16 @@ class Trainer:
         kept = samples.n_rays
         background = protocol.random_background(kept, self.device, self.generator)
         target = protocol.composite_target(pixels[:kept], background)
+        phases.lap("sample_and_march")
         with CudaPeakMeter(self.device) as peak:
             result = self.strategy.backward(self.field, samples, target, background)
             loss = float(result.loss)  # one sync per step (the trace logs the mean loss anyway)
             if not math.isfinite(loss):  # before the optimizer spreads NaN gradients to every parameter
                 raise self.divergence(f"the loss is {loss}", step=self.step + 1)
+            phases.skip()
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
+            phases.lap("optimizer")
         self.step += 1
         self.samples_total += result.n_samples
         self.samples_in_graph += result.n_hard
@@ -206,6 +213,8 @@ class Trainer:
                 # No cell holds density any more: marching would return no samples from now on.
                 densest = float(self.grid.density.max())
                 raise self.divergence(f"the density collapsed (occupancy grid empty, max grid density {densest:.3g})")
+            phases.lap("grid_update")
+        self.window.add_phases(phases.seconds)
 
     def nonfinite_parameters(self) -> list[str]:
         return [name for name, p in self.field.named_parameters() if not bool(torch.isfinite(p).all())]

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import time
 
 import pytest
 import torch
 
 from ngp_ohem.field.hashgrid import HashGridEncoding, HashGridSpec, _LevelConstants, corner_indices_and_weights
-from ngp_ohem.field.native import load_native
+from ngp_ohem.field.native import STALE_LOCK_S, clear_stale_lock, load_native
 from ngp_ohem.memory import GraphBytesMeter
 
 PRIMES = (1, 2654435761, 805459861)
@@ -226,3 +228,34 @@ def test_graph_saves_only_the_positions(impl: str) -> None:
         out = enc(x)
     assert out.requires_grad
     assert meter.bytes == 1000 * 3 * 4  # 12 bytes per sample
+
+
+# -- the build lock ---------------------------------------------------------------------------------
+def test_a_stale_build_lock_is_removed_with_a_warning(tmp_path) -> None:
+    lock = tmp_path / "lock"
+    lock.touch()
+    old = time.time() - STALE_LOCK_S - 10
+    os.utime(lock, (old, old))
+    with pytest.warns(UserWarning, match="stale build lock"):
+        clear_stale_lock(tmp_path, sleep=lambda s: pytest.fail("must not wait for a stale lock"))
+    assert not lock.exists()
+
+
+def test_a_fresh_build_lock_is_waited_for_until_released_or_stale(tmp_path) -> None:
+    lock = tmp_path / "lock"
+    lock.touch()
+    waits = []
+
+    def sleep(seconds: float) -> None:  # another process finishes its build after three polls
+        waits.append(seconds)
+        if len(waits) == 3:
+            lock.unlink()
+
+    clear_stale_lock(tmp_path, sleep=sleep)
+    assert len(waits) == 3
+    lock.touch()
+    clock = iter(time.time() + 100.0 * k for k in range(10))  # a holder that never finishes: goes stale
+    with pytest.warns(UserWarning, match="stale"):
+        clear_stale_lock(tmp_path, stale_s=250.0, sleep=lambda s: None, now=lambda: next(clock))
+    assert not lock.exists()
+    clear_stale_lock(tmp_path, sleep=lambda s: pytest.fail("no lock: nothing to wait for"))

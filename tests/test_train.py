@@ -265,6 +265,25 @@ def test_ray_count_adapts_to_the_rays_that_fit(small_blender: Path, tmp_path: Pa
     assert trainer.n_rays <= 4 * max(kept), f"marching {trainer.n_rays:.0f} rays per step to keep {kept[-1]}"
 
 
+def test_profiled_steps_split_the_whole_step_into_phases(small_blender: Path, tmp_path: Path) -> None:
+    cfg = build_config("cpu", TINY, {"method": "hsm", "profile": True})
+    trainer = Trainer(cfg, load_scene(small_blender), tmp_path / "run", progress=False)
+    start = time.perf_counter()
+    for _ in range(3):
+        trainer.train_step()
+    elapsed = time.perf_counter() - start
+    phases = trainer.window.phases
+    expected = {"sample_and_march", "forward_all", "select", "forward_hard", "backward", "optimizer", "grid_update"}
+    assert set(phases) == expected and all(v >= 0 for v in phases.values())
+    assert sum(phases.values()) <= elapsed  # disjoint spans of the steps
+
+
+def test_unprofiled_steps_record_no_phases(small_blender: Path, tmp_path: Path) -> None:
+    trainer = Trainer(build_config("cpu", TINY), load_scene(small_blender), tmp_path / "run", progress=False)
+    trainer.train_step()
+    assert trainer.window.phases == {}
+
+
 def test_llff_scene_trains_briefly(tmp_path: Path) -> None:
     scene_dir = make_llff_scene(tmp_path / "fwd", seed=0, width=32, height=24, n_images=8)
     cfg = build_config("cpu", TINY, {"budget_s": 2.0, "method": "hsm"})
