@@ -61,6 +61,7 @@ SCHEMA: dict[str, Any] = _section(
                 "grid_warmup_steps": {"type": "integer", "minimum": 0},
                 "grid_update_every": _POS_INT,
                 "t_threshold": _FRACTION,
+                "cone_angle": {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"const": "auto"}]},
             }
         ),
         "optim": _section(
@@ -116,6 +117,7 @@ DEFAULTS: dict[str, Any] = {
         "grid_warmup_steps": 256,
         "grid_update_every": 16,
         "t_threshold": 1e-4,
+        "cone_angle": "auto",  # per dataset, see protocol.CONE_ANGLE
     },
     "optim": {"lr": 4e-3, "eps": 1e-15, "beta1": 0.9, "beta2": 0.99, "lr_final_factor": 0.1},
     "mining": {"min_fraction": 0.05, "max_fraction": 0.5, "tau_decay": 0.99, "unbiased": False},

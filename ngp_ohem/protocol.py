@@ -8,6 +8,10 @@ bmild/nerf #66) and renders with a white background. Metrics are computed on sRG
 LLFF: images have no alpha; the target is the photo itself. Training still renders with a random
 background colour, which pushes every ray to full opacity inside the bounded box; evaluation renders
 with white. Every 8th image (i % 8 == 0) is the test split.
+
+Sample spacing (cone tracing, see ``render/march.py``): constant steps on Blender (Instant-NGP's
+synthetic setting, torch-ngp's ``--dt_gamma 0`` for Blender), steps growing as t/128 on LLFF
+(torch-ngp's default ``dt_gamma = 1/128``, which the paper's LLFF script keeps).
 """
 
 from __future__ import annotations
@@ -16,6 +20,12 @@ import torch
 
 EVAL_BACKGROUND = (1.0, 1.0, 1.0)
 LLFF_HOLDOUT_EVERY = 8
+CONE_ANGLE = {"blender": 0.0, "llff": 1.0 / 128}
+
+
+def cone_angle(dataset: str, configured: float | str) -> float:
+    """The configured cone angle, or the dataset's protocol value for ``"auto"``."""
+    return CONE_ANGLE[dataset] if configured == "auto" else float(configured)
 
 
 def random_background(n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:

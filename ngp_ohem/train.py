@@ -43,7 +43,7 @@ from ngp_ohem.mining import FullBatch, HardSampleMining, StepResult, Strategy
 from ngp_ohem.provenance import environment_info
 from ngp_ohem.rays import RaySampler, image_rays
 from ngp_ohem.render.inference import render_rays
-from ngp_ohem.render.march import march_rays, step_size
+from ngp_ohem.render.march import Stepping, march_rays, step_size
 from ngp_ohem.render.occupancy import OccupancyGrid
 
 TRACE_COLUMNS = (
@@ -143,6 +143,11 @@ class Trainer:
         )
         r = cfg.render
         self.step_size = step_size(scene.bound, r["max_steps"])
+        cameras = torch.cat([scene.train.poses[:, :3, 3], scene.test.poses[:, :3, 3]])
+        self.stepping = Stepping(
+            scene.bound, r["max_steps"], protocol.cone_angle(scene.kind, r["cone_angle"]), start=scene.near,
+            horizon=float(cameras.norm(dim=-1).max()),
+        )  # fmt: skip
         self.grid = OccupancyGrid(
             scene.bound,
             r["grid_resolution"],
@@ -183,8 +188,9 @@ class Trainer:
         origins, dirs, pixels = self.sampler.sample(n_rays)
         jitter = torch.rand(n_rays, device=self.device, generator=self.generator)
         samples = march_rays(
-            origins, dirs, self.grid, self.scene.near, r["max_steps"], jitter, max_samples=r["target_samples"]
-        )
+            origins, dirs, self.grid, self.scene.near, r["max_steps"], jitter, max_samples=r["target_samples"],
+            stepping=self.stepping,
+        )  # fmt: skip
         kept = samples.n_rays
         background = protocol.random_background(kept, self.device, self.generator)
         target = protocol.composite_target(pixels[:kept], background)
@@ -248,7 +254,7 @@ class Trainer:
             out.append(
                 render_rays(
                     self.activated_field, o, d, self.grid, self.scene.near, self.cfg.render["max_steps"], bg,
-                    self.cfg.render["t_threshold"],
+                    self.cfg.render["t_threshold"], stepping=self.stepping,
                 )
             )  # fmt: skip
         return torch.cat(out).reshape(intr.height, intr.width, 3).clamp(0, 1).cpu()

@@ -10,7 +10,7 @@ import torch
 
 from ngp_ohem.render.composite import composite
 from ngp_ohem.render.inference import render_rays
-from ngp_ohem.render.march import march_rays, ray_box_intersection, step_size
+from ngp_ohem.render.march import Stepping, march_rays, ray_box_intersection, step_size
 from ngp_ohem.render.occupancy import OccupancyGrid
 
 BOUND = 1.0
@@ -212,6 +212,63 @@ def test_inference_equals_compositing_the_full_march() -> None:
     background = torch.rand(96, 3, generator=torch.Generator().manual_seed(7))
     color = render_rays(field, origins, dirs, grid, 0.0, MAX_STEPS, background, candidates_per_round=96 * 16)
     s = march_rays(origins, dirs, grid, 0.0, MAX_STEPS)
+    sigma, rgb = field(s.positions, s.directions)
+    expected = composite(sigma, rgb, s.deltas, s.ray_index, 96, background).color
+    torch.testing.assert_close(color, expected, atol=1e-4, rtol=0)
+
+
+# -- cone tracing -------------------------------------------------------------------------------
+CONE = 1 / 16  # large, so that a unit box already shows growing steps
+
+
+def cone_stepping() -> Stepping:
+    return Stepping(BOUND, MAX_STEPS, cone_angle=CONE, start=0.0, horizon=3.0)
+
+
+def test_cone_steps_grow_with_distance_between_their_clamps() -> None:
+    stepping = cone_stepping()
+    b = stepping.boundaries
+    widths = b.diff()
+    assert b[0] == 0 and (widths > 0).all() and (widths.diff() >= -1e-12).all()
+    expected = (CONE * b[:-1]).clamp(stepping.dt_min, stepping.dt_max)
+    torch.testing.assert_close(widths, expected, rtol=1e-9, atol=1e-12)
+    assert widths[0] == pytest.approx(stepping.dt_min) and widths[-1] == pytest.approx(stepping.dt_max)
+    assert b[-1] > 3.0 + 2 * math.sqrt(3) * BOUND  # covers every ray from within the horizon
+    with pytest.raises(ValueError, match="cone_angle"):
+        Stepping(BOUND, MAX_STEPS, cone_angle=-0.1)
+
+
+@pytest.mark.parametrize("jittered", [False, True])
+def test_cone_march_samples_each_interval_inside_the_box_once(jittered: bool) -> None:
+    stepping = cone_stepping()
+    origins, dirs = rays_at_box(48, seed=8)
+    jitter = torch.rand(48, generator=torch.Generator().manual_seed(9)) if jittered else None
+    s = march_rays(origins, dirs, full_grid(), 0.0, MAX_STEPS, jitter, stepping=stepping)
+    t = ((s.positions - origins[s.ray_index]) * s.directions).sum(-1)
+    t_near, t_far = ray_box_intersection(origins, dirs, BOUND)
+    assert (t >= t_near[s.ray_index] - 1e-5).all() and (t < t_far[s.ray_index] + 1e-5).all()
+    starts = stepping.boundaries[:-1].float()
+    j = torch.searchsorted(starts, t.contiguous(), right=True) - 1  # the interval each sample sits in
+    u = torch.full((48,), 0.5) if jitter is None else jitter
+    torch.testing.assert_close(t, starts[j] + u[s.ray_index] * s.deltas, atol=1e-5, rtol=0)
+    torch.testing.assert_close(s.deltas, stepping.boundaries.diff().float()[j])
+    same = s.ray_index[1:] == s.ray_index[:-1]
+    assert (j[1:][same] - j[:-1][same] == 1).all()  # consecutive intervals, none skipped or repeated
+    fixed = march_rays(origins, dirs, full_grid(), 0.0, MAX_STEPS, jitter)
+    assert s.n_samples < fixed.n_samples  # the far half of the box is sampled more coarsely
+
+
+def test_cone_inference_equals_compositing_the_full_march() -> None:
+    grid = full_grid()
+    grid.occupied = (torch.arange(grid.n_cells) % 3) != 0
+    origins, dirs = rays_at_box(96, seed=10)
+    field = CountingField(lambda x: 3.0 * torch.exp(-4.0 * (x * x).sum(-1)))
+    background = torch.rand(96, 3, generator=torch.Generator().manual_seed(11))
+    stepping = cone_stepping()
+    color = render_rays(
+        field, origins, dirs, grid, 0.0, MAX_STEPS, background, candidates_per_round=96 * 16, stepping=stepping
+    )
+    s = march_rays(origins, dirs, grid, 0.0, MAX_STEPS, stepping=stepping)
     sigma, rgb = field(s.positions, s.directions)
     expected = composite(sigma, rgb, s.deltas, s.ray_index, 96, background).color
     torch.testing.assert_close(color, expected, atol=1e-4, rtol=0)

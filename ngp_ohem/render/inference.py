@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 
 from ngp_ohem.render.composite import composite
-from ngp_ohem.render.march import ray_box_intersection, step_size
+from ngp_ohem.render.march import Stepping, ray_box_intersection
 from ngp_ohem.render.occupancy import OccupancyGrid
 
 Field = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -33,12 +33,14 @@ def render_rays(
     background: torch.Tensor,
     t_threshold: float = 1e-4,
     candidates_per_round: int = 1 << 19,
+    stepping: Stepping | None = None,
 ) -> torch.Tensor:
     """Colours (R, 3) of rays; ``density_and_color(x, d)`` returns activated (sigma, rgb)."""
-    dt = step_size(grid.bound, max_steps)
+    stepping = stepping or Stepping(grid.bound, max_steps)
     t_near, t_far = ray_box_intersection(origins, dirs, grid.bound)
     t_near = t_near.clamp(min=near)
-    n_steps = ((t_far - t_near) / dt - 0.5).ceil().clamp(0, max_steps).to(torch.int64)
+    half = torch.full_like(t_near, 0.5)
+    first, n_steps = stepping.count(t_near, t_far, half)
     n_rays = origins.shape[0]
     transmittance = torch.ones(n_rays, device=origins.device)
     color = torch.zeros(n_rays, 3, device=origins.device)
@@ -47,16 +49,16 @@ def render_rays(
     while active.numel() > 0:
         k_round = int(min(max(candidates_per_round // active.numel(), 16), max_steps))
         k = next_step[active, None] + torch.arange(k_round, device=origins.device)[None]
-        t = t_near[active, None] + (k + 0.5) * dt
+        t, width = stepping.at(t_near[active], first[active], k, half[active])
         pos = origins[active, None, :] + t[..., None] * dirs[active, None, :]
-        valid = (k < n_steps[active, None]) & grid.occupied[grid.cell_index(pos)]
+        valid = (k < n_steps[active, None]) & (t < t_far[active, None]) & grid.occupied[grid.cell_index(pos)]
         local_ray, step_idx = valid.nonzero(as_tuple=True)
         if local_ray.numel() > 0:
             x = pos[local_ray, step_idx]
             d = dirs[active][local_ray]
             sigma, rgb = density_and_color(x, d)
             zeros = torch.zeros(active.numel(), 3, device=origins.device)
-            seg = composite(sigma, rgb, torch.full_like(sigma, dt), local_ray, active.numel(), zeros, t_threshold)
+            seg = composite(sigma, rgb, width[local_ray, step_idx], local_ray, active.numel(), zeros, t_threshold)
             color[active] += transmittance[active, None] * seg.color
             transmittance[active] *= 1.0 - seg.opacity
         next_step[active] += k_round

@@ -1,10 +1,13 @@
 """Ray marching through the occupancy grid to *packed* samples.
 
-Samples sit at ``t_k = t_near + (k + u) * dt`` along each ray, with a constant step
-``dt = 2 * sqrt(3) * bound / max_steps`` (Instant-NGP's 1024 steps across the box diagonal,
-cone angle 0) and ``u`` a per-ray jitter in training, 0.5 at evaluation. Candidates in unoccupied
-cells are dropped, so only samples in occupied space are handed to the network; the survivors are
-packed ray by ray (sorted by ray index), which is what compositing and mining consume.
+Where samples sit along a ray is a :class:`Stepping`: with cone angle 0 (Instant-NGP's synthetic
+setting) at ``t_k = t_near + (k + u) * dt`` with a constant ``dt = 2 * sqrt(3) * bound / max_steps``
+(1024 steps across the box diagonal); with a cone angle c > 0 (Instant-NGP's cone tracing, the
+``dt_gamma`` of torch-ngp and of the paper's code for real scenes) the step grows with distance,
+``dt(t) = clamp(c * t, dt_min, dt_max)``. ``u`` is a per-ray jitter in training, 0.5 at evaluation.
+Candidates in unoccupied cells are dropped, so only samples in occupied space are handed to the
+network; the survivors are packed ray by ray (sorted by ray index), which is what compositing and
+mining consume.
 """
 
 from __future__ import annotations
@@ -19,6 +22,72 @@ from ngp_ohem.render.occupancy import OccupancyGrid
 
 def step_size(bound: float, max_steps: int) -> float:
     return 2.0 * math.sqrt(3.0) * bound / max_steps
+
+
+# Instant-NGP's occupancy grid resolution: the largest cone step is one cell diagonal of a 128^3 grid
+# over the box (torch-ngp's dt_max), whatever resolution our own grid uses.
+CONE_MAX_STEP_CELLS = 128
+
+
+class Stepping:
+    """Sample distances along rays: constant steps, or steps that grow with distance (cone tracing).
+
+    With a cone angle, all rays share one sequence of interval boundaries ``b_0 = start < b_1 < ...``
+    with widths ``clamp(cone_angle * b_j, dt_min, dt_max)``; a ray's samples are the intervals that
+    start inside its [t_near, t_far), each at ``b_j + u * width_j``, and stand for ``width_j``. Far
+    space, which few pixels see, gets fewer samples: on a forward-facing LLFF scene in a [-4, 4]^3
+    box this cuts the samples per ray by about 2-3x.
+    """
+
+    def __init__(
+        self, bound: float, max_steps: int, cone_angle: float = 0.0, start: float = 0.0, horizon: float = 0.0
+    ) -> None:
+        if cone_angle < 0:
+            raise ValueError(f"cone_angle must be >= 0, got {cone_angle}")
+        self.dt_min = step_size(bound, max_steps)
+        self.dt_max = max(self.dt_min, step_size(bound, CONE_MAX_STEP_CELLS))
+        self.cone_angle = cone_angle
+        self.max_steps = max_steps
+        self.boundaries: torch.Tensor | None = None
+        if cone_angle > 0:
+            # Far enough for any ray that starts within ``horizon`` of the centre and crosses the box.
+            stop = max(horizon, start) + 2.0 * math.sqrt(3.0) * bound + self.dt_max
+            b, edges = max(start, 0.0), []
+            while b <= stop:
+                edges.append(b)
+                b += min(max(cone_angle * b, self.dt_min), self.dt_max)
+            edges.append(b)
+            self.boundaries = torch.tensor(edges, dtype=torch.float64)
+
+    def _edges(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.boundaries is not None
+        if self.boundaries.device != device:
+            self.boundaries = self.boundaries.to(device)
+        b = self.boundaries.float()
+        return b[:-1], b[1:] - b[:-1]
+
+    def count(self, t_near: torch.Tensor, t_far: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(first interval index, number of steps) per ray; the first index is 0 for constant steps."""
+        if self.boundaries is None:
+            n = ((t_far - t_near) / self.dt_min - u).ceil()
+            first = torch.zeros_like(t_near, dtype=torch.int64)
+        else:
+            starts, _ = self._edges(t_near.device)
+            first = torch.searchsorted(starts, t_near.contiguous())
+            n = (torch.searchsorted(starts, t_far.contiguous()) - first).to(t_near.dtype)
+        return first, n.clamp(0, self.max_steps).to(torch.int64)
+
+    def at(
+        self, t_near: torch.Tensor, first: torch.Tensor, k: torch.Tensor, u: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distances and interval lengths of steps ``k`` (r, S) of rays with ``t_near``, ``first``, ``u`` (r,)."""
+        if self.boundaries is None:
+            t = t_near[:, None] + (k + u[:, None]) * self.dt_min
+            return t, torch.full_like(t, self.dt_min)
+        starts, widths = self._edges(t_near.device)
+        j = (first[:, None] + k).clamp(max=starts.numel() - 1)
+        width = widths[j]
+        return starts[j] + u[:, None] * width, width
 
 
 @dataclass
@@ -60,46 +129,46 @@ def march_rays(
     jitter: torch.Tensor | None = None,
     max_samples: int | None = None,
     candidate_chunk: int = 1 << 22,
+    stepping: Stepping | None = None,
 ) -> PackedSamples:
     """March rays (R, 3) through the occupied cells of ``grid``.
 
     ``jitter`` (R,) in [0, 1) offsets the samples of each ray (None: 0.5, deterministic).
+    ``stepping`` spaces the samples (None: constant steps of ``step_size(grid.bound, max_steps)``).
     ``max_samples`` caps the total: only the longest prefix of rays whose samples fit is kept, so
     ``n_rays`` of the result may be smaller than R (the caller drops the remaining targets).
     """
-    bound = grid.bound
-    dt = step_size(bound, max_steps)
-    t_near, t_far = ray_box_intersection(origins, dirs, bound)
+    stepping = stepping or Stepping(grid.bound, max_steps)
+    t_near, t_far = ray_box_intersection(origins, dirs, grid.bound)
     t_near = t_near.clamp(min=near)
     u = torch.full_like(t_near, 0.5) if jitter is None else jitter
-    # Sample k sits at t_near + (k + u) dt: count only those before the exit point.
-    n_steps = ((t_far - t_near) / dt - u).ceil().clamp(0, max_steps).to(torch.int64)
+    first, n_steps = stepping.count(t_near, t_far, u)
     longest = int(n_steps.max()) if n_steps.numel() else 0
     n_rays = origins.shape[0]
     if longest == 0:
         return _empty(origins, n_rays)
     rays_per_chunk = max(1, candidate_chunk // longest)
-    parts: list[tuple[torch.Tensor, torch.Tensor]] = []
-    k = torch.arange(longest, device=origins.device)
+    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    k = torch.arange(longest, device=origins.device)[None, :]
     for start in range(0, n_rays, rays_per_chunk):
         sl = slice(start, start + rays_per_chunk)
-        t = t_near[sl, None] + (k[None, :] + u[sl, None]) * dt  # (r, S)
+        t, width = stepping.at(t_near[sl], first[sl], k, u[sl])  # (r, S)
         pos = origins[sl, None, :] + t[..., None] * dirs[sl, None, :]
-        valid = k[None, :] < n_steps[sl, None]
+        valid = (k < n_steps[sl, None]) & (t < t_far[sl, None])
         valid &= grid.occupied[grid.cell_index(pos)]
         ray_local, step_idx = valid.nonzero(as_tuple=True)
-        parts.append((ray_local + start, t[ray_local, step_idx]))
+        parts.append((ray_local + start, t[ray_local, step_idx], width[ray_local, step_idx]))
     ray_index = torch.cat([p[0] for p in parts])
     t = torch.cat([p[1] for p in parts])
+    deltas = torch.cat([p[2] for p in parts])
     if max_samples is not None and ray_index.numel() > max_samples:
         counts = torch.bincount(ray_index, minlength=n_rays)
         fits = counts.cumsum(0) <= max_samples
         n_rays = int(fits.sum())
         keep = ray_index < n_rays
-        ray_index, t = ray_index[keep], t[keep]
+        ray_index, t, deltas = ray_index[keep], t[keep], deltas[keep]
     d = dirs[ray_index]
     positions = origins[ray_index] + t[:, None] * d
-    deltas = torch.full_like(t, dt)
     return PackedSamples(positions, d, deltas, ray_index, n_rays)
 
 
