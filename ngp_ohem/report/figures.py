@@ -68,7 +68,7 @@ def _legend(fig: Figure, axes: list) -> None:
                 handles[lab], labels[lab] = h, lab
     if handles:
         fig.legend(
-            list(handles.values()), list(labels.values()), loc="outside lower center", ncols=min(4, len(handles))
+            list(handles.values()), list(labels.values()), loc="outside lower center", ncols=min(2, len(handles))
         )
 
 
