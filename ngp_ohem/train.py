@@ -43,7 +43,7 @@ from ngp_ohem.mining import FullBatch, HardSampleMining, StepResult, Strategy
 from ngp_ohem.provenance import environment_info
 from ngp_ohem.rays import RaySampler, image_rays
 from ngp_ohem.render.inference import render_rays
-from ngp_ohem.render.march import Stepping, march_rays, step_size
+from ngp_ohem.render.march import Stepping, march_rays
 from ngp_ohem.render.occupancy import OccupancyGrid
 
 TRACE_COLUMNS = (
@@ -142,7 +142,6 @@ class Trainer:
             self.field.parameters(), lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"], fused=True
         )
         r = cfg.render
-        self.step_size = step_size(scene.bound, r["max_steps"])
         cameras = torch.cat([scene.train.poses[:, :3, 3], scene.test.poses[:, :3, 3]])
         self.stepping = Stepping(
             scene.bound, r["max_steps"], protocol.cone_angle(scene.kind, r["cone_angle"]), start=scene.near,
@@ -151,7 +150,7 @@ class Trainer:
         self.grid = OccupancyGrid(
             scene.bound,
             r["grid_resolution"],
-            self.step_size,
+            self.stepping.dt_min,
             warmup_steps=r["grid_warmup_steps"],
             update_every=r["grid_update_every"],
             device=self.device,

@@ -49,6 +49,7 @@ class Stepping:
         self.cone_angle = cone_angle
         self.max_steps = max_steps
         self.boundaries: torch.Tensor | None = None
+        self._edge_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         if cone_angle > 0:
             # Far enough for any ray that starts within ``horizon`` of the centre and crosses the box.
             stop = max(horizon, start) + 2.0 * math.sqrt(3.0) * bound + self.dt_max
@@ -60,11 +61,12 @@ class Stepping:
             self.boundaries = torch.tensor(edges, dtype=torch.float64)
 
     def _edges(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Interval starts and widths (float32, on ``device``), computed once, not per step."""
         assert self.boundaries is not None
-        if self.boundaries.device != device:
-            self.boundaries = self.boundaries.to(device)
-        b = self.boundaries.float()
-        return b[:-1], b[1:] - b[:-1]
+        if self._edge_cache is None or self._edge_cache[0].device != device:
+            b = self.boundaries.to(device)
+            self._edge_cache = (b[:-1].float(), (b[1:] - b[:-1]).float())
+        return self._edge_cache
 
     def count(self, t_near: torch.Tensor, t_far: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(first interval index, number of steps) per ray; the first index is 0 for constant steps."""
