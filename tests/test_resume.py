@@ -113,17 +113,19 @@ def assert_complete_run(out: Path, budget: float, resumed: bool, n_evals: int = 
     assert [int(r["eval_views"]) for r in rows] == [SUBSET_VIEWS] * (len(rows) - 1) + [FINAL_VIEWS]
     assert steps[-1] == summary["steps"] and seconds[-1] == pytest.approx(summary["train_seconds"], abs=1e-4)
 
-    # Each scheduled intermediate time is covered by exactly one row: the first row at or after it.
-    # Each row covers at least one time (one row may cover several when a long step crossed them).
+    # Each scheduled intermediate time is covered by exactly one row: the first row at or after it
+    # (the trainer evaluates at the first step end at or past a scheduled time). Every row covers at
+    # least one time; one row may cover several when a long step crossed them.
     scheduled = geometric_schedule(budget, n_evals, FIRST_FRACTION)[:-1]
     intermediate = seconds[:-1]
-    eps = 1e-4  # the trace rounds train_seconds to 4 decimals
-    bounds = list(zip([0.0, *intermediate], intermediate, strict=False))
+    half_ulp = 5e-5  # the trace rounds train_seconds to 4 decimals: a row at t may read t - 5e-5
+    covering_row = {}
     for t in scheduled:
-        covering = [i for i, (lo, hi) in enumerate(bounds) if lo - eps < t <= hi + eps]
-        assert len(covering) == 1, f"scheduled time {t:.3f} s covered by rows {covering} of {seconds}"
-    for lo, hi in bounds:
-        assert any(lo - eps < t <= hi + eps for t in scheduled), f"row at {hi} s covers no scheduled time {scheduled}"
+        at_or_after = [i for i, s in enumerate(intermediate) if s >= t - half_ulp]
+        assert at_or_after, f"no trace row at or after the scheduled time {t:.4f} s: {seconds}"
+        covering_row[t] = at_or_after[0]
+    uncovered = sorted(set(range(len(intermediate))) - set(covering_row.values()))
+    assert not uncovered, f"rows {uncovered} of {seconds} cover no scheduled time {scheduled}"
     assert not list(out.glob(".*.tmp")), "a temp file was left behind"
     return rows
 
