@@ -16,15 +16,6 @@ SPEC = HashGridSpec(log2_table_size=17, max_resolution=3072)  # the cpu preset o
 SIZES = [1 << 14, 1 << 16, 1 << 18]
 
 
-def ray_like_points(n: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    rays = n // 64
-    origins = torch.rand(rays, 1, 3, generator=g)
-    dirs = torch.nn.functional.normalize(torch.randn(rays, 1, 3, generator=g), dim=-1)
-    t = torch.linspace(0.0, 0.5, 64)[None, :, None]
-    return (origins + dirs * t).reshape(-1, 3).clamp(0, 1).contiguous()
-
-
 def encoding(native: bool) -> HashGridEncoding:
     torch.manual_seed(0)
     enc = HashGridEncoding(SPEC, use_native=native)
@@ -43,9 +34,9 @@ def forward_backward(enc: HashGridEncoding, x: torch.Tensor, grad: torch.Tensor)
 def test_encoding_forward(benchmark, impl, n):
     if impl == "naive" and n > 1 << 16:
         pytest.skip("the naive path is too slow at 2^18 for a routine run")
-    enc, x = encoding(impl == "native"), ray_like_points(n)
+    enc, x = encoding(impl == "native"), bench.ray_like_points(n)
     with torch.no_grad():
-        benchmark.pedantic(enc, args=(x,), rounds=5, warmup_rounds=1)
+        benchmark.pedantic(enc, args=(x,), rounds=10, warmup_rounds=1)
     record_throughput(benchmark, n)
 
 
@@ -54,16 +45,16 @@ def test_encoding_forward(benchmark, impl, n):
 def test_encoding_forward_backward(benchmark, impl, n):
     if impl == "naive" and n > 1 << 16:
         pytest.skip("the naive path is too slow at 2^18 for a routine run")
-    enc, x = encoding(impl == "native"), ray_like_points(n)
+    enc, x = encoding(impl == "native"), bench.ray_like_points(n)
     grad = torch.randn(n, SPEC.output_dim)
-    benchmark.pedantic(forward_backward, args=(enc, x, grad), rounds=5, warmup_rounds=1)
+    benchmark.pedantic(forward_backward, args=(enc, x, grad), rounds=10, warmup_rounds=1)
     record_throughput(benchmark, n)
 
 
 def test_encoding_speedup_side_by_side(benchmark):
     """Native vs naive forward+backward at 2^16, interleaved in this run: the issue-6 acceptance ratio."""
     n = 1 << 16
-    native, naive, x = encoding(True), encoding(False), ray_like_points(n)
+    native, naive, x = encoding(True), encoding(False), bench.ray_like_points(n)
     grad = torch.randn(n, SPEC.output_dim)
     medians = bench.interleaved_medians(
         {"native": lambda: forward_backward(native, x, grad), "naive": lambda: forward_backward(naive, x, grad)},

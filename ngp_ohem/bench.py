@@ -27,6 +27,16 @@ def procedural_scene_dir(root: Path, seed: int = 0) -> Path:
     return path
 
 
+def ray_like_points(n: int, seed: int = 0) -> torch.Tensor:
+    """n points in [0, 1]^3, 64 consecutive ones along each of n/64 random rays, as marching makes."""
+    g = torch.Generator().manual_seed(seed)
+    rays = n // 64
+    origins = torch.rand(rays, 1, 3, generator=g)
+    dirs = torch.nn.functional.normalize(torch.randn(rays, 1, 3, generator=g), dim=-1)
+    t = torch.linspace(0.0, 0.5, 64)[None, :, None]
+    return (origins + dirs * t).reshape(-1, 3).clamp(0, 1).contiguous()
+
+
 def step_trainer(
     scene_dir: Path, method: str, n_samples: int, seed: int = 0, out: Path | None = None, profile: bool = False
 ) -> Trainer:
@@ -125,6 +135,94 @@ def format_phase_split(split: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+# -- costs in machine-independent units --------------------------------------------------------------
+class Yardstick:
+    """A fixed reference workload, the unit in which CI states speed: random gathers from a 16 MiB
+    table, three 64-wide matmul layers and their backward (scatter-add) at 2^14 rows, the same mix of
+    memory-latency and FLOP work as a training step.
+
+    A shared VM here ran the same step 1.4x-2x slower from one hour to the next; a step's cost in
+    yardsticks, timed in alternation, moved by about 10 % over the same period. Never change this
+    workload: the stored costs (``YARDSTICK_FILE``) are in its units.
+    """
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.table = torch.randn(1 << 21, 2, generator=g).requires_grad_(True)
+        self.index = torch.randint(0, 1 << 21, (1 << 14, 32), generator=g)
+        self.weights = [(0.1 * torch.randn(64, 64, generator=g)).requires_grad_(True) for _ in range(3)]
+
+    def __call__(self) -> None:
+        self.table.grad = None
+        for w in self.weights:
+            w.grad = None
+        h = self.table[self.index].reshape(-1, 64)
+        for w in self.weights:
+            h = torch.relu(h @ w)
+        h.square().mean().backward()
+
+
+YARDSTICK_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "baseline" / "yardstick.json"
+YARDSTICK_MARGIN = 1.5  # a cost may grow by this factor before the check fails (doing work twice: 2x)
+YARDSTICK_ROUNDS = 12
+
+
+def cost_in_yardsticks(fn: Callable[[], None], rounds: int = YARDSTICK_ROUNDS) -> float:
+    """Median over rounds of (fn time / yardstick time), the two timed back to back in each round.
+
+    Per-round ratios follow the machine's speed as it drifts; their median ignores a round that a
+    burst of noise hit on one side only.
+    """
+    yardstick = Yardstick()
+    yardstick()  # first-touch allocation is not the unit
+    ratios = []
+    for i in range(rounds):
+        pair = [fn, yardstick] if i % 2 else [yardstick, fn]
+        seconds = {}
+        for f in pair:
+            start = time.perf_counter()
+            f()
+            seconds[f is yardstick] = time.perf_counter() - start
+        ratios.append(seconds[False] / seconds[True])
+    return statistics.median(ratios)
+
+
+def yardstick_cases(scene_dir: Path) -> dict[str, Callable[[], Callable[[], None]]]:
+    """Named builders of the timed units whose yardstick costs CI checks (built lazily: each owns a
+    trainer or an encoding)."""
+    from ngp_ohem.field.hashgrid import HashGridEncoding, HashGridSpec
+
+    def encoding_forward_backward() -> Callable[[], None]:
+        torch.manual_seed(0)
+        enc = HashGridEncoding(HashGridSpec(log2_table_size=17, max_resolution=3072))
+        x = ray_like_points(1 << 16)
+        grad = torch.randn(1 << 16, enc.spec.output_dim, generator=torch.Generator().manual_seed(1))
+
+        def run() -> None:
+            enc.table.grad = None
+            enc(x).backward(grad)
+
+        return run
+
+    def step(method: str) -> Callable[[], Callable[[], None]]:
+        def build() -> Callable[[], None]:
+            trainer = steady_state_trainer(scene_dir, method, 1 << 16)
+            warm_up(trainer, 32)
+            return trainer.train_step
+
+        return build
+
+    return {
+        "encoding_forward_backward_65536": encoding_forward_backward,
+        "baseline_step_65536": step("baseline"),
+        "hsm_step_65536": step("hsm"),
+    }
+
+
+def measure_yardstick_costs(scene_dir: Path) -> dict[str, float]:
+    return {name: round(cost_in_yardsticks(build()), 4) for name, build in yardstick_cases(scene_dir).items()}
+
+
 # -- the regression reference ----------------------------------------------------------------------
 REGRESSION_SAMPLES = 1 << 14
 SPEED_ROUNDS = 15
@@ -184,6 +282,11 @@ def main() -> None:
     task = parser.add_mutually_exclusive_group(required=True)
     task.add_argument("--write-reference", help="JSON file to write, e.g. tests/reference/regression.json")
     task.add_argument(
+        "--write-yardstick-costs",
+        metavar="JSON",
+        help=f"measure and write the stored yardstick costs CI checks (on purpose), e.g. {YARDSTICK_FILE.name}",
+    )
+    task.add_argument(
         "--phases", type=int, metavar="LOG2_SAMPLES", help="print the per-phase step time at 2^LOG2_SAMPLES samples"
     )
     args = parser.parse_args()
@@ -192,6 +295,13 @@ def main() -> None:
             split = phase_split(procedural_scene_dir(Path(tmp)), 1 << args.phases)
         print(f"steady-state step at 2^{args.phases} samples, {torch.get_num_threads()} threads:")
         print(format_phase_split(split))
+        return
+    if args.write_yardstick_costs:
+        with tempfile.TemporaryDirectory() as tmp:
+            costs = measure_yardstick_costs(procedural_scene_dir(Path(tmp)))
+        record = {"threads": torch.get_num_threads(), "torch": torch.__version__, "costs": costs}
+        Path(args.write_yardstick_costs).write_text(json.dumps(record, indent=2) + "\n")
+        print(json.dumps(record, indent=2))
         return
     with tempfile.TemporaryDirectory() as tmp:
         ref = measure_reference(Path(tmp))

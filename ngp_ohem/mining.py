@@ -121,10 +121,10 @@ class HardSampleMining:
         self.tau_ema = 1.0
 
     # -- selection ------------------------------------------------------------------------------
-    def update_batch_size(self, g: torch.Tensor) -> int:
-        """Update tau_ema from the normalised hardness g (B,) and return the hard batch size b."""
-        n = g.numel()
-        tau = math.sqrt(n * float((g * g).sum()))
+    def update_batch_size(self, n: int, sum_g2: float) -> int:
+        """Update tau_ema from the normalised hardness g of n samples (its sum of squares ``sum_g2``)
+        and return the hard batch size b."""
+        tau = math.sqrt(n * sum_g2)
         if tau > 1.0:
             self.tau_ema = self.tau_decay * self.tau_ema + (1.0 - self.tau_decay) * tau
         b = n / self.tau_ema
@@ -134,20 +134,27 @@ class HardSampleMining:
     def select(self, hardness: torch.Tensor) -> Selection:
         """Choose b samples with probability proportional to ``hardness`` (B,), without replacement.
 
-        When at most b samples have non-zero hardness (e.g. most rays terminated early), all of
-        them are taken: the rest carry no gradient, and multinomial would fail.
+        b is a tensor shape, so it must reach the host: the sums it needs travel in one copy (the
+        step's only host sync outside ray marching). All-zero hardness selects nothing. When at most
+        b samples have non-zero hardness (e.g. most rays terminated early), all of them are taken:
+        the rest carry no gradient, and multinomial would fail.
         """
-        total = hardness.sum()
+        empty = Selection(hardness.new_zeros(0, dtype=torch.long), None)
+        if hardness.numel() == 0:
+            return empty
+        sums = torch.stack([hardness.sum(), hardness.square().sum(), (hardness > 0).sum().to(hardness.dtype)])
+        total, sum_sq, n_nonzero = sums.tolist()
+        if not total > 0:
+            return empty
+        b = self.update_batch_size(hardness.numel(), sum_sq / (total * total))
         g = hardness / total
-        b = self.update_batch_size(g)
-        nonzero = (hardness > 0).nonzero().squeeze(1)
         if self.unbiased:
             # With-replacement draws make sum_j grad_{i_j} / (b p_{i_j}) exactly unbiased.
             draws = torch.multinomial(g, b, replacement=True, generator=self.generator)
             index, counts = torch.unique(draws, return_counts=True)
             return Selection(index, counts.to(g.dtype) / (b * g[index]))
-        if nonzero.numel() <= b:
-            return Selection(nonzero, None)
+        if n_nonzero <= b:
+            return Selection((hardness > 0).nonzero().squeeze(1), None)
         return Selection(torch.multinomial(g, b, replacement=False, generator=self.generator), None)
 
     # -- the step -------------------------------------------------------------------------------
@@ -160,12 +167,11 @@ class HardSampleMining:
             leaf = raw.requires_grad_(True)
             loss = pixel_loss(leaf, samples, target, background).mean()
         (grad_raw,) = torch.autograd.grad(loss, leaf)
-        hardness = grad_raw.norm(dim=1)
-        n = samples.n_samples
-        if n == 0 or not bool(hardness.sum() > 0):
+        chosen = self.select(grad_raw.norm(dim=1))
+        n, n_hard = samples.n_samples, int(chosen.index.numel())
+        if n_hard == 0:
             clock.lap("select")
             return StepResult(loss.detach(), n, 0, self.tau_ema, render_meter.bytes, clock.seconds)
-        chosen = self.select(hardness)
         grad_out = grad_raw[chosen.index]
         if chosen.scale is not None:
             grad_out = grad_out * chosen.scale[:, None]
@@ -177,7 +183,7 @@ class HardSampleMining:
         raw_hard.backward(grad_out)
         clock.lap("backward")
         graph_bytes = max(render_meter.bytes, net_meter.bytes)
-        return StepResult(loss.detach(), n, int(chosen.index.numel()), self.tau_ema, graph_bytes, clock.seconds)
+        return StepResult(loss.detach(), n, n_hard, self.tau_ema, graph_bytes, clock.seconds)
 
     def state_dict(self) -> dict:
         return {"tau_ema": self.tau_ema}

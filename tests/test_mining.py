@@ -103,16 +103,23 @@ def test_fewer_nonzero_hardness_than_b_takes_them_all():
     assert sorted(chosen.index.tolist()) == [3, 50, 97]
 
 
+def test_all_zero_or_no_hardness_selects_nothing_and_keeps_tau():
+    miner = HardSampleMining()
+    for hardness in (torch.zeros(100), torch.zeros(0)):
+        assert miner.select(hardness).index.numel() == 0
+    assert miner.tau_ema == 1.0
+
+
 def test_tau_is_one_for_uniform_hardness_and_b_respects_clamps():
     miner = HardSampleMining()
     n = 1000
-    b = miner.update_batch_size(torch.full((n,), 1.0 / n))
+    b = miner.update_batch_size(n, n * (1.0 / n) ** 2)
     assert miner.tau_ema == pytest.approx(1.0)
     assert b == n // 2  # b = B / 1 clamped to 0.5 B
     peaked = torch.full((n,), 1e-6)
     peaked[0] = 1.0
     peaked /= peaked.sum()
-    sizes = [miner.update_batch_size(peaked) for _ in range(2000)]
+    sizes = [miner.update_batch_size(n, float((peaked**2).sum())) for _ in range(2000)]
     assert all(0.05 * n <= s <= 0.5 * n for s in sizes)
     assert sizes[-1] == round(0.05 * n)  # tau_ema has grown far beyond 20
     assert miner.tau_ema > 20
@@ -124,7 +131,7 @@ def test_tau_formula_matches_variance_reduction_definition():
     u = torch.full_like(g, 1 / g.numel())
     definition = (1 - ((g - u) ** 2).sum() / (g**2).sum()) ** -0.5
     miner = HardSampleMining(tau_decay=0.0)  # tau_ema becomes the latest tau
-    miner.update_batch_size(g)
+    miner.update_batch_size(g.numel(), float((g**2).sum()))
     assert miner.tau_ema == pytest.approx(float(definition), rel=1e-5)
 
 

@@ -149,6 +149,15 @@ def test_no_metric_before_the_first_evaluation() -> None:
     assert shown.loc[("b", "1/8"), "PSNR (dB) baseline"] == "10.00"
 
 
+def test_a_first_evaluation_one_step_late_still_counts_at_its_checkpoint() -> None:
+    # Evaluated at the first step end past budget/8 = 1.0 s: 1.04 s after 10 steps of ~0.1 s each.
+    late = trace("blender", "a", "baseline", 0, [1.04, 8.0], [10.0, 20.0], budget=8.0)
+    out = values_at_fractions(late, "psnr", [0.125])
+    assert out["value"].tolist() == [10.0]
+    too_late = trace("blender", "a", "baseline", 0, [1.5, 8.0], [10.0, 20.0], budget=8.0)  # 5 steps late
+    assert np.isnan(values_at_fractions(too_late, "psnr", [0.125])["value"]).all()
+
+
 def test_quality_table_mean_std_and_delta() -> None:
     times = [1.0, 2.0, 4.0, 8.0]
     traces = pd.concat([

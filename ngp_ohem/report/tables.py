@@ -122,14 +122,24 @@ def time_to_reach(times: np.ndarray, values: np.ndarray, target: float) -> tuple
     return float(t0 + (target - v0) * (t1 - t0) / (v1 - v0)), "reached"
 
 
+def first_step_seconds(trace: pd.DataFrame) -> float:
+    """Mean step duration up to a run's first evaluation (0 when the trace has no step counts)."""
+    if "step" not in trace:
+        return 0.0
+    first = trace.sort_values("train_seconds", kind="stable").iloc[0]
+    return float(first["train_seconds"]) / max(int(first["step"]), 1)
+
+
 def values_at_fractions(
     traces: pd.DataFrame, column: str, fractions: Sequence[float], window: bool = False
 ) -> pd.DataFrame:
     """Long frame (dataset, scene, method, seed, fraction, time_s, value): each run's ``column`` at
     ``fraction * budget_s``, linearly interpolated (metrics) or from the containing window (``window``).
 
-    A metric is NaN at a time before the run's first evaluation (no extrapolation: on a slow device one
-    step can outlast budget/8); past the last evaluation it is the last one (the run ends at the budget)."""
+    Evaluations happen at the first step end at or after each scheduled time, so the first one lands up
+    to a step after budget/8: a time within one (mean) step before the first evaluation reads that
+    evaluation. Earlier it is NaN (no extrapolation: on a slow device one step can outlast budget/8);
+    past the last evaluation it is the last one (the run ends at the budget)."""
     rows = []
     for (dataset, scene, method, seed), trace in iter_runs(traces):
         budget = float(trace["budget_s"].iloc[0])
@@ -138,7 +148,7 @@ def values_at_fractions(
         if window:
             vals = window_at(times, t, v)
         else:
-            vals = np.where(times < t[0] * (1 - 1e-9), np.nan, np.interp(times, t, v))
+            vals = np.where(times < t[0] - first_step_seconds(trace), np.nan, np.interp(times, t, v))
         for f, time, val in zip(fractions, times, vals):
             rows.append((dataset, scene, method, seed, f, time, float(val)))
     return pd.DataFrame(rows, columns=[*RUN_KEY, "fraction", "time_s", "value"])
@@ -294,8 +304,8 @@ def quality_table(traces: pd.DataFrame, fractions: Sequence[float] = DEFAULT_FRA
         "Mean ± std over seeds of each run's trace, linearly interpolated at fraction × budget of training "
         "time (evaluation excluded); at the full budget this is the final evaluation (on eval.final_views test views, "
         "all by default; earlier ones use eval.subset_views). "
-        "'—' where a checkpoint comes before a run's first evaluation (no extrapolation). 'mean' rows average "
-        "the scenes per seed first. Δ = hsm − baseline of the means."
+        "'—' where a checkpoint comes more than a step before a run's first evaluation (no extrapolation). "
+        "'mean' rows average the scenes per seed first. Δ = hsm − baseline of the means."
     )
     return Table("quality", "PSNR and SSIM at equal training time", note, pd.DataFrame(rows), pd.DataFrame(display))
 

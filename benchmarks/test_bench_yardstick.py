@@ -1,0 +1,32 @@
+"""Speed in machine-independent units: each unit's cost in yardsticks (``bench.Yardstick``, timed in
+alternation with it) must stay within ``bench.YARDSTICK_MARGIN`` of the stored cost.
+
+This is the speed check that catches a step doing its work twice even when the shared machine runs
+1.4-2x slower than when the stored pytest-benchmark baseline was recorded (the absolute comparison
+in CI keeps only a generous backstop for that reason). Refresh the stored costs on purpose with
+``python -m ngp_ohem.bench --write-yardstick-costs benchmarks/baseline/yardstick.json``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ngp_ohem import bench
+
+STORED = json.loads(bench.YARDSTICK_FILE.read_text())
+
+
+@pytest.mark.parametrize("case", sorted(STORED["costs"]))
+def test_cost_in_yardsticks_does_not_grow(benchmark, scene_dir, case):
+    if STORED["threads"] != torch.get_num_threads():
+        pytest.skip(f"stored costs are for {STORED['threads']} threads, this run has {torch.get_num_threads()}")
+    unit = bench.yardstick_cases(scene_dir)[case]()
+    cost = bench.cost_in_yardsticks(unit)
+    benchmark.pedantic(unit, rounds=3)
+    bound = STORED["costs"][case] * bench.YARDSTICK_MARGIN
+    benchmark.extra_info.update({"yardsticks": round(cost, 4), "stored": STORED["costs"][case], "bound": bound})
+    print(f"\n{case}: {cost:.3f} yardsticks (stored {STORED['costs'][case]}, bound {bound:.3f})")
+    assert cost <= bound, f"{case} costs {cost:.3f} yardsticks, over the bound {bound:.3f} (stored x margin)"
