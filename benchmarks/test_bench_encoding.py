@@ -10,23 +10,17 @@ import torch
 
 from benchmarks.conftest import record_throughput
 from ngp_ohem import bench
-from ngp_ohem.field.hashgrid import HashGridEncoding, HashGridSpec
+from ngp_ohem.field.hashgrid import HashGridEncoding
 
-SPEC = HashGridSpec(log2_table_size=17, max_resolution=3072)  # the cpu preset on a Blender scene
 SIZES = [1 << 14, 1 << 16, 1 << 18]
 
 
 def encoding(native: bool) -> HashGridEncoding:
     torch.manual_seed(0)
-    enc = HashGridEncoding(SPEC, use_native=native)
+    enc = HashGridEncoding(bench.ENCODING_SPEC, use_native=native)
     if native and enc.implementation != "native":
         pytest.skip("fused C++ kernels unavailable on this machine")
     return enc
-
-
-def forward_backward(enc: HashGridEncoding, x: torch.Tensor, grad: torch.Tensor) -> None:
-    enc.table.grad = None
-    enc(x).backward(grad)
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -46,8 +40,8 @@ def test_encoding_forward_backward(benchmark, impl, n):
     if impl == "naive" and n > 1 << 16:
         pytest.skip("the naive path is too slow at 2^18 for a routine run")
     enc, x = encoding(impl == "native"), bench.ray_like_points(n)
-    grad = torch.randn(n, SPEC.output_dim)
-    benchmark.pedantic(forward_backward, args=(enc, x, grad), rounds=10, warmup_rounds=1)
+    grad = torch.randn(n, bench.ENCODING_SPEC.output_dim)
+    benchmark.pedantic(bench.encoding_forward_backward, args=(enc, x, grad), rounds=10, warmup_rounds=1)
     record_throughput(benchmark, n)
 
 
@@ -55,12 +49,15 @@ def test_encoding_speedup_side_by_side(benchmark):
     """Native vs naive forward+backward at 2^16, interleaved in this run: the issue-6 acceptance ratio."""
     n = 1 << 16
     native, naive, x = encoding(True), encoding(False), bench.ray_like_points(n)
-    grad = torch.randn(n, SPEC.output_dim)
+    grad = torch.randn(n, bench.ENCODING_SPEC.output_dim)
     medians = bench.interleaved_medians(
-        {"native": lambda: forward_backward(native, x, grad), "naive": lambda: forward_backward(naive, x, grad)},
+        {
+            "native": lambda: bench.encoding_forward_backward(native, x, grad),
+            "naive": lambda: bench.encoding_forward_backward(naive, x, grad),
+        },
         rounds=5,
     )
-    benchmark.pedantic(forward_backward, args=(native, x, grad), rounds=5)
+    benchmark.pedantic(bench.encoding_forward_backward, args=(native, x, grad), rounds=5)
     speedup = medians["naive"] / medians["native"]
     benchmark.extra_info.update(
         {

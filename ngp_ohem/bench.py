@@ -16,6 +16,7 @@ import torch
 from ngp_ohem.config import build_config
 from ngp_ohem.data import load_scene
 from ngp_ohem.data.procedural import make_blender_scene
+from ngp_ohem.field.hashgrid import HashGridEncoding, HashGridSpec
 from ngp_ohem.train import Trainer
 
 
@@ -35,6 +36,15 @@ def ray_like_points(n: int, seed: int = 0) -> torch.Tensor:
     dirs = torch.nn.functional.normalize(torch.randn(rays, 1, 3, generator=g), dim=-1)
     t = torch.linspace(0.0, 0.5, 64)[None, :, None]
     return (origins + dirs * t).reshape(-1, 3).clamp(0, 1).contiguous()
+
+
+ENCODING_SPEC = HashGridSpec(log2_table_size=17, max_resolution=3072)  # the cpu preset on a Blender scene
+
+
+def encoding_forward_backward(enc: HashGridEncoding, x: torch.Tensor, grad: torch.Tensor) -> None:
+    """One training-like encoding pass: a fresh gradient table, forward, backward."""
+    enc.table.grad = None
+    enc(x).backward(grad)
 
 
 def step_trainer(
@@ -175,34 +185,32 @@ def cost_in_yardsticks(fn: Callable[[], None], rounds: int = YARDSTICK_ROUNDS) -
     """
     yardstick = Yardstick()
     yardstick()  # first-touch allocation is not the unit
+
+    def seconds(f: Callable[[], None]) -> float:
+        start = time.perf_counter()
+        f()
+        return time.perf_counter() - start
+
     ratios = []
-    for i in range(rounds):
-        pair = [fn, yardstick] if i % 2 else [yardstick, fn]
-        seconds = {}
-        for f in pair:
-            start = time.perf_counter()
-            f()
-            seconds[f is yardstick] = time.perf_counter() - start
-        ratios.append(seconds[False] / seconds[True])
+    for i in range(rounds):  # alternate which one goes first
+        if i % 2:
+            unit, ref = seconds(fn), seconds(yardstick)
+        else:
+            ref, unit = seconds(yardstick), seconds(fn)
+        ratios.append(unit / ref)
     return statistics.median(ratios)
 
 
 def yardstick_cases(scene_dir: Path) -> dict[str, Callable[[], Callable[[], None]]]:
     """Named builders of the timed units whose yardstick costs CI checks (built lazily: each owns a
     trainer or an encoding)."""
-    from ngp_ohem.field.hashgrid import HashGridEncoding, HashGridSpec
 
-    def encoding_forward_backward() -> Callable[[], None]:
+    def encoding_unit() -> Callable[[], None]:
         torch.manual_seed(0)
-        enc = HashGridEncoding(HashGridSpec(log2_table_size=17, max_resolution=3072))
+        enc = HashGridEncoding(ENCODING_SPEC)
         x = ray_like_points(1 << 16)
-        grad = torch.randn(1 << 16, enc.spec.output_dim, generator=torch.Generator().manual_seed(1))
-
-        def run() -> None:
-            enc.table.grad = None
-            enc(x).backward(grad)
-
-        return run
+        grad = torch.randn(1 << 16, ENCODING_SPEC.output_dim, generator=torch.Generator().manual_seed(1))
+        return lambda: encoding_forward_backward(enc, x, grad)
 
     def step(method: str) -> Callable[[], Callable[[], None]]:
         def build() -> Callable[[], None]:
@@ -213,7 +221,7 @@ def yardstick_cases(scene_dir: Path) -> dict[str, Callable[[], Callable[[], None
         return build
 
     return {
-        "encoding_forward_backward_65536": encoding_forward_backward,
+        "encoding_forward_backward_65536": encoding_unit,
         "baseline_step_65536": step("baseline"),
         "hsm_step_65536": step("hsm"),
     }
