@@ -129,7 +129,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_make_scene(args: argparse.Namespace) -> int:
     from ngp_ohem.data.procedural import make_scene
 
-    path = make_scene(args.kind, args.out, seed=args.seed, size=args.size)
+    path = make_scene(args.kind, args.out, seed=args.seed, size=args.size, depth=args.depth)
     print(path)
     return 0
 
@@ -159,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to write the scene into")
     p.add_argument("--seed", type=int, default=0, help="scene seed (same seed, same bytes)")
     p.add_argument("--size", type=int, default=100, help="image width in pixels")
+    p.add_argument(
+        "--depth", default="standard", choices=["standard", "deep"],
+        help="LLFF geometry: standard (far/near ~3, like fern) or deep (far/near ~15, like flower or horns)",
+    )  # fmt: skip
     p = sub.add_parser("download", help="download and verify the official Blender / LLFF datasets")
     p.add_argument("--dataset", required=True, choices=["blender", "llff"], help="which benchmark")
     p.add_argument("--data-root", required=True, help="folder that receives nerf_synthetic/ or nerf_llff_data/")

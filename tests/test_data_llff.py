@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from ngp_ohem.data import detect_format, load_llff, load_scene
-from ngp_ohem.data.llff import BOUND, llff_to_opengl, normalize_poses
+from ngp_ohem.data.framing import average_pose
+from ngp_ohem.data.llff import BOUND, llff_to_opengl, poses_bounds_capture
 from ngp_ohem.data.procedural import llff_cameras, make_llff_scene
 from ngp_ohem.errors import DatasetError
 
@@ -33,13 +34,44 @@ def all_poses(scene) -> np.ndarray:
     return out
 
 
-def assert_frustum_in_box(folder: Path) -> None:
-    """Points at each camera's near and far bound along its central ray lie inside [-BOUND, BOUND]^3."""
-    c2w, bounds = normalize_poses(np.load(folder / "poses_bounds.npy"))
-    for pose, (near, far) in zip(c2w, bounds, strict=True):
-        for depth in (near, 0.5 * (near + far), far):
-            point = pose[:3, 3] - depth * pose[:3, 2]
-            assert np.abs(point).max() <= BOUND, (depth, point)
+def pixel_grid_rays(split, n: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per camera, unit-z-depth ray directions (C, n*n, 3) through an n x n pixel grid that includes the
+    image corners, the camera centres (C, 3) and their depth bounds (C, 2), from a loaded split."""
+    k = split.intrinsics
+    us, vs = np.linspace(0, k.width, n), np.linspace(0, k.height, n)
+    cam = np.array([[(u - k.cx) / k.fx, -(v - k.cy) / k.fy, -1.0] for u in us for v in vs])
+    poses = split.poses.double().numpy()
+    return np.einsum("cij,kj->cki", poses[:, :3, :3], cam), poses[:, :3, 3], split.depth_bounds.double().numpy()
+
+
+def frame_violations(scene, depths: int = 9, upto_far: bool = True) -> list[str]:
+    """What breaks the framing guarantee: a camera centre outside the box, or a pixel-ray point with a
+    z-depth between that camera's near and far bound outside it (train and test cameras); with
+    ``upto_far=False`` only the near bound is checked (the foreground)."""
+    bad = []
+    for split in (scene.train, scene.test):
+        dirs, centres, bounds = pixel_grid_rays(split)
+        for c, (o, (near, far)) in enumerate(zip(centres, bounds, strict=True)):
+            if np.abs(o).max() > scene.bound * (1 + 1e-6):
+                bad.append(f"camera {split.names[c]} at {o.round(2)}")
+            for depth in np.linspace(near, far, depths) if upto_far else [near]:
+                points = o + depth * dirs[c]
+                worst = np.abs(points).max()
+                if worst > scene.bound * (1 + 1e-5):
+                    bad.append(f"{split.names[c]} depth {depth:.2f} reaches |x| = {worst:.2f}")
+                    break
+    return bad
+
+
+def legacy_normalize(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The framing before issue 10: nearest bound at depth 4/3, origin at mid depth (kept to show it fails)."""
+    c2w, bounds = poses_bounds_capture(arr)
+    sc = 1.0 / (0.75 * bounds.min())
+    c2w[:, :3, 3] *= sc
+    bounds = bounds * sc
+    c2w = np.linalg.inv(average_pose(c2w)) @ c2w
+    c2w[:, 2, 3] += 0.5 * (bounds[:, 0].min() + bounds[:, 1].max())
+    return c2w, bounds
 
 
 def assert_origin_visible(scene) -> None:
@@ -60,7 +92,9 @@ def test_procedural_scene_loads(llff_scene_dir: Path) -> None:
     assert detect_format(llff_scene_dir) == "llff"
     scene = load_scene(llff_scene_dir)
     assert (scene.kind, scene.bound) == ("llff", 4.0)
-    assert scene.near == pytest.approx(0.9 / 0.75)
+    bounds = torch.cat([scene.train.depth_bounds, scene.test.depth_bounds])
+    assert scene.near == pytest.approx(0.9 * float(bounds[:, 0].min()))
+    assert scene.poses_source.endswith("poses_bounds.npy")
     assert scene.train.images.shape == (14, 75, 100, 3) and scene.test.images.shape == (2, 75, 100, 3)
     assert scene.train.images.dtype == torch.float32 and not scene.train.has_alpha
     assert float(scene.train.images.min()) >= 0.0 and float(scene.train.images.max()) <= 1.0
@@ -75,12 +109,11 @@ def test_normalisation(llff_scene_dir: Path) -> None:
     scene = load_scene(llff_scene_dir)
     poses = all_poses(scene)
     assert_origin_visible(scene)
-    assert_frustum_in_box(llff_scene_dir)
-    # the average camera is the identity, shifted back by mid depth
+    assert frame_violations(scene) == []
+    # the average camera looks down -z with up in the y-z plane
     z_mean = poses[:, :3, 2].mean(0)
     assert z_mean / np.linalg.norm(z_mean) == pytest.approx([0, 0, 1], abs=1e-6)
     assert poses[:, :3, 1].mean(0)[0] == pytest.approx(0, abs=1e-6)
-    assert poses[:, :2, 3].mean(0) == pytest.approx([0, 0], abs=1e-6)
     # cameras on a planar grid: spread in x and y, not in z
     spread = poses[:, :3, 3].std(0)
     assert spread[2] < 0.2 * min(spread[0], spread[1])
@@ -219,6 +252,125 @@ def test_real_fern(real_scene) -> None:
     intr = scene.train.intrinsics
     hwf = np.load(fern / "poses_bounds.npy")[0, [4, 9, 14]]
     assert (intr.width, intr.height) == (504, 378) and intr.fx == pytest.approx(hwf[2] / 8)
-    assert scene.near == pytest.approx(1.2)
-    assert_frustum_in_box(fern)
+    # the framing of issue 10 keeps fern where the old rule had it (nearest bound 4/3, near 1.2) within 2 %
+    assert scene.near == pytest.approx(1.2, rel=0.02)
+    assert frame_violations(scene) == []
     assert_origin_visible(scene)
+
+
+LLFF_POSE_SCENES = ("fern", "flower", "fortress", "horns", "leaves", "orchids", "room", "trex")
+
+
+def scene_from_poses(npy: Path, folder: Path) -> Path:
+    """An LLFF folder with a real poses_bounds.npy and one tiny grey image (4:3, like the release) per row."""
+    folder.mkdir(parents=True)
+    shutil.copy(npy, folder / "poses_bounds.npy")
+    (folder / "images_8").mkdir()
+    for i in range(len(np.load(npy))):
+        Image.new("RGB", (8, 6), (i, 128, 64)).save(folder / "images_8" / f"IMG_{i:04d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pose_scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from conftest import real_data_root
+
+    root = real_data_root()
+    if root is None or not (root / "llff_poses").is_dir():
+        pytest.skip("the real LLFF pose files (../shared/data/llff_poses/) are not present in this data copy")
+    base = tmp_path_factory.mktemp("llff_poses")
+    return {
+        name: scene_from_poses(root / "llff_poses" / name / "poses_bounds.npy", base / name)
+        for name in LLFF_POSE_SCENES
+        if (root / "llff_poses" / name / "poses_bounds.npy").is_file()
+    }
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", LLFF_POSE_SCENES)
+def test_real_pose_file_is_framed_inside_the_box(pose_scenes: dict[str, Path], name: str) -> None:
+    """Every camera and every pixel ray between the camera's near and far bound lies inside the box."""
+    if name not in pose_scenes:
+        pytest.skip(f"llff_poses/{name} not present in this data copy")
+    scene = load_scene(pose_scenes[name])
+    assert len(scene.train) + len(scene.test) == len(np.load(pose_scenes[name] / "poses_bounds.npy"))
+    assert frame_violations(scene) == []
+    # as large as the box allows: some camera frustum corner touches the box
+    dirs, centres, bounds = pixel_grid_rays(scene.train)
+    reach = max(np.abs(o + far * d).max() for o, d, (_, far) in zip(centres, dirs, bounds, strict=True))
+    assert reach > 0.9 * scene.bound
+    assert 0 < scene.near < float(scene.train.depth_bounds[:, 0].min())
+
+
+@pytest.mark.realdata
+def test_old_normalisation_fails_seven_of_eight_pose_files(pose_scenes: dict[str, Path], monkeypatch) -> None:
+    """The check above has teeth: the framing before issue 10 put the cameras or the near-bound foreground
+    of every scene but fern outside the box, and clipped the far-plane frustum corners of all eight."""
+    if len(pose_scenes) < len(LLFF_POSE_SCENES):
+        pytest.skip("not all 8 LLFF pose files are present")
+    import ngp_ohem.data.llff as llff
+
+    monkeypatch.setattr(llff, "normalize_poses", lambda arr, source="": legacy_normalize(arr))
+    scenes = {name: load_scene(folder) for name, folder in pose_scenes.items()}
+    foreground_out = sorted(name for name, scene in scenes.items() if frame_violations(scene, upto_far=False))
+    assert foreground_out == ["flower", "fortress", "horns", "leaves", "orchids", "room", "trex"]
+    assert all(frame_violations(scene) for scene in scenes.values())
+
+
+def test_deep_procedural_scene_is_framed_inside_the_box(tmp_path: Path) -> None:
+    """A near foreground and a far background (far/near ~20, like horns) in one box."""
+    folder = make_llff_scene(tmp_path / "deep", seed=0, width=32, height=24, depth="deep")
+    raw = np.load(folder / "poses_bounds.npy")
+    assert raw[:, 16].max() / raw[:, 15].min() > 12
+    scene = load_scene(folder)
+    assert frame_violations(scene) == []
+    assert_origin_visible(scene)
+    # the old rule put this scene's cameras and foreground outside the box
+    old_c2w, _ = legacy_normalize(raw)
+    assert np.abs(old_c2w[:, :3, 3]).max() > BOUND
+
+
+def test_sparse_model_is_preferred_and_frames_like_poses_bounds(tmp_path: Path) -> None:
+    """sparse/0 (COLMAP, as the release and the authors' loader) gives the same cameras, up to the framing."""
+    folder = make_llff_scene(tmp_path / "s", seed=2, width=32, height=24, depth="deep", sparse=True)
+    with_sparse = load_scene(folder)
+    assert with_sparse.poses_source.endswith("sparse/0")
+    assert frame_violations(with_sparse) == []
+    shutil.rmtree(folder / "sparse")
+    from_npy = load_scene(folder)
+    assert from_npy.poses_source.endswith("poses_bounds.npy")
+    assert with_sparse.train.names == from_npy.train.names  # .JPG names matched to images_8/*.png by stem
+    assert with_sparse.train.intrinsics == from_npy.train.intrinsics
+    torch.testing.assert_close(with_sparse.train.poses[:, :3, :3], from_npy.train.poses[:, :3, :3], atol=1e-5, rtol=0)
+    # same capture, so the same similarity up to a common scale and shift (the depth bounds differ a little:
+    # percentiles of sparse points vs exact surface depths)
+    a, b = with_sparse.train.poses[:, :3, 3].double(), from_npy.train.poses[:, :3, 3].double()
+    da, db = a - a.mean(0), b - b.mean(0)
+    ratio = float(da.norm() / db.norm())
+    torch.testing.assert_close(da, ratio * db, atol=1e-4, rtol=0)
+    assert 0.8 < ratio < 1.25
+
+
+def test_sparse_model_missing_an_image(tmp_path: Path) -> None:
+    folder = make_llff_scene(tmp_path / "s", seed=2, width=16, height=12, n_images=9, sparse=True)
+    (folder / "images_8" / "IMG_0003.png").unlink()
+    message = r"images_8 lacks 1 of the 9 images registered in .*sparse/0 \(first: IMG_0003\.JPG\)"
+    with pytest.raises(DatasetError, match=message):
+        load_scene(folder)
+
+
+def test_truncated_sparse_model(tmp_path: Path) -> None:
+    folder = make_llff_scene(tmp_path / "s", seed=2, width=16, height=12, n_images=9, sparse=True)
+    images = folder / "sparse" / "0" / "images.bin"
+    images.write_bytes(images.read_bytes()[:-5])
+    with pytest.raises(DatasetError, match=r"images\.bin: truncated COLMAP file"):
+        load_scene(folder)
+
+
+def test_identical_poses_are_rejected(tiny: Path) -> None:
+    npy = tiny / "poses_bounds.npy"
+    arr = np.load(npy)
+    arr[:, :15] = arr[0, :15]
+    np.save(npy, arr)
+    with pytest.raises(DatasetError, match=r"poses_bounds\.npy: all 10 camera centres are identical"):
+        load_scene(tiny)

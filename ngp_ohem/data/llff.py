@@ -1,25 +1,21 @@
-"""Loader for the LLFF format (``poses_bounds.npy`` + ``images_<factor>/``), as a bounded-box scene.
+"""Loader for the LLFF format (``poses_bounds.npy`` or ``sparse/0`` + ``images_<factor>/``), as a bounded-box scene.
 
 ``poses_bounds.npy`` has one row per image: a 3x5 matrix [R | t | hwf] flattened row-major (camera
 to world, columns [down, right, back]; hwf = full-resolution height, width, focal) and the near/far
-depth bounds of the points that camera sees. Images are the sorted png/jpg files of one folder.
+z-depth bounds of the sparse points that camera sees. Images are the sorted png/jpg files of one
+folder. Where the scene also ships its COLMAP model (``sparse/0/``, as the LLFF release and the
+authors' ``--data_format colmap`` use), poses, intrinsics (with the principal point) and the same
+per-image depth bounds come from it instead (:mod:`ngp_ohem.data.colmap`); images are matched by
+file stem.
 
-Normalisation (the paper's code trains LLFF in a bounded box, no NDC; we pin the same idea):
+Either way the capture is framed into the box ``[-4, 4]^3`` (the paper's ``--bound 4``, no NDC) by
+:func:`ngp_ohem.data.framing.frame_capture`: every camera and every camera's frustum between its
+near and far bound inside the box, as large as the box allows.
 
-1. columns [down, right, back] -> OpenGL [right, up, back] (new = [col1, -col0, col2]);
-2. scale the world by ``sc = 1 / (0.75 * min(near bounds))`` (the NeRF convention), so the closest
-   content is at depth 4/3;
-3. recentre by the average camera ("recenter_poses": mean position, mean viewing axis, mean up,
-   orthonormalised) so the average camera becomes the identity;
-4. translate along the average viewing axis so the point at mid depth ``(min near + max far) / 2``
-   (scaled) in front of the average camera is the origin. The box [-BOUND, BOUND]^3 with
-   ``BOUND = 4`` (the paper's ``--bound 4``) then holds the viewing frustum between near and far
-   (for fern: depths 1.33..6.3 become z in [-2.5, 2.5]; only the far-plane frustum corners poke out
-   slightly, to |x| ~ 4.4).
-
-``Scene.near`` is 0.9 x the smallest scaled near bound. Test split: every 8th image (i % 8 == 0).
-Resolution: downscale 1 reads the lowest-resolution images_<k>/ present (images_8/ in the release);
-downscale d > 1 reads images_d/ (see choose_image_folder).
+``Scene.near`` is 0.9 x the smallest framed near bound (a global near plane: the authors' LLFF script
+does not use per-camera near/far either). Test split: every 8th image (i % 8 == 0). Resolution:
+downscale 1 reads the lowest-resolution images_<k>/ present (images_8/ in the release); downscale
+d > 1 reads images_d/ (see choose_image_folder).
 """
 
 from __future__ import annotations
@@ -30,13 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ngp_ohem.data.colmap import ColmapCapture, find_sparse_model, read_capture
+from ngp_ohem.data.framing import corner_directions, frame_capture
 from ngp_ohem.data.images import area_downscale, check_downscale, read_image
 from ngp_ohem.data.scene import Intrinsics, Scene, Split
 from ngp_ohem.errors import DatasetError
 from ngp_ohem.protocol import LLFF_HOLDOUT_EVERY
 
 BOUND = 4.0
-BD_FACTOR = 0.75
 NEAR_MARGIN = 0.9
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -109,33 +106,19 @@ def llff_to_opengl(mats: np.ndarray) -> np.ndarray:
     return np.concatenate([mats[:, :, 1:2], -mats[:, :, 0:1], mats[:, :, 2:]], axis=2)
 
 
-def _normalize(v: np.ndarray) -> np.ndarray:
-    return v / np.linalg.norm(v)
-
-
-def average_pose(c2w: np.ndarray) -> np.ndarray:
-    """The 4x4 "average camera" of (N, 3|4, 4) OpenGL poses: mean centre, mean axis, mean up."""
-    z = _normalize(c2w[:, :3, 2].sum(0))
-    x = _normalize(np.cross(c2w[:, :3, 1].sum(0), z))
-    y = np.cross(z, x)
-    avg = np.eye(4)
-    avg[:3, :3] = np.stack([x, y, z], axis=1)
-    avg[:3, 3] = c2w[:, :3, 3].mean(0)
-    return avg
-
-
-def normalize_poses(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 4, 4) normalised OpenGL poses and (N, 2) scaled bounds from an (N, 17) poses_bounds array."""
-    mats = llff_to_opengl(arr[:, :15].reshape(-1, 3, 5)[:, :, :4])
-    bounds = arr[:, 15:17].copy()
-    sc = 1.0 / (BD_FACTOR * bounds.min())
+def poses_bounds_capture(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 4, 4) OpenGL poses in the file's world frame and (N, 2) depth bounds of a poses_bounds array."""
     c2w = np.tile(np.eye(4), (len(arr), 1, 1))
-    c2w[:, :3, :] = mats
-    c2w[:, :3, 3] *= sc
-    bounds *= sc
-    c2w = np.linalg.inv(average_pose(c2w)) @ c2w
-    c2w[:, 2, 3] += 0.5 * (bounds[:, 0].min() + bounds[:, 1].max())
-    return c2w, bounds
+    c2w[:, :3, :] = llff_to_opengl(arr[:, :15].reshape(-1, 3, 5)[:, :, :4])
+    return c2w, arr[:, 15:17].copy()
+
+
+def normalize_poses(arr: np.ndarray, source: str = "poses_bounds.npy") -> tuple[np.ndarray, np.ndarray]:
+    """(N, 4, 4) framed OpenGL poses and (N, 2) framed bounds from an (N, 17) poses_bounds array."""
+    c2w, bounds = poses_bounds_capture(arr)
+    h, w, f = (float(v) for v in arr[0, [4, 9, 14]])
+    framed = frame_capture(c2w, bounds, corner_directions(w, h, f, f, 0.5 * w, 0.5 * h), BOUND, source)
+    return framed.c2w, framed.bounds
 
 
 def _read_images(paths: list[Path], extra: int) -> np.ndarray:
@@ -154,8 +137,32 @@ def _read_images(paths: list[Path], extra: int) -> np.ndarray:
     return images
 
 
+def _match_images(capture: ColmapCapture, image_dir: Path) -> list[Path]:
+    """The image file of every registered COLMAP image, matched by stem (images_8/ holds .png of .JPG names)."""
+    by_stem = {p.stem.lower(): p for p in list_images(image_dir)}
+    missing = [n for n in capture.names if Path(n).stem.lower() not in by_stem]
+    if missing:
+        raise DatasetError(
+            f"{image_dir} lacks {len(missing)} of the {len(capture.names)} images registered in "
+            f"{capture.folder} (first: {missing[0]})"
+        )
+    return [by_stem[Path(n).stem.lower()] for n in capture.names]
+
+
+def _colmap_intrinsics(capture: ColmapCapture, w: int, h: int) -> Intrinsics:
+    cam = capture.cameras[0]
+    if any(c != cam for c in capture.cameras):
+        raise DatasetError(f"{capture.folder}: images use different cameras; one shared camera is supported")
+    ratio = cam.width / w
+    if abs(cam.height / h - ratio) > 0.02 * ratio:
+        raise DatasetError(
+            f"images are {w}x{h} but {capture.folder} declares {cam.width}x{cam.height}: aspect ratios differ"
+        )
+    return Intrinsics(fx=cam.fx / ratio, fy=cam.fy / ratio, cx=cam.cx / ratio, cy=cam.cy / ratio, width=w, height=h)
+
+
 def load_llff(path: str | Path, downscale: int = 1, device: torch.device | str = "cpu") -> Scene:
-    """Load an LLFF scene folder, normalised into the box [-4, 4]^3 (see the module docstring).
+    """Load an LLFF scene folder, framed into the box [-4, 4]^3 (see the module docstring).
 
     downscale picks the image folder (see choose_image_folder); the focal length always follows the
     actual ratio of the declared full-resolution width to the loaded width.
@@ -164,27 +171,40 @@ def load_llff(path: str | Path, downscale: int = 1, device: torch.device | str =
     if not folder.is_dir():
         raise DatasetError(f"scene folder {folder} does not exist")
     downscale = check_downscale(downscale)
-    npy = folder / "poses_bounds.npy"
-    arr = read_poses_bounds(npy)
     image_dir, extra = choose_image_folder(folder, downscale)
-    paths = list_images(image_dir)
-    if len(paths) != len(arr):
-        raise DatasetError(f"{image_dir} holds {len(paths)} images but {npy} has {len(arr)} pose rows")
-    images = _read_images(paths, extra)
-    h, w = images.shape[1:3]
-    full_h, full_w, focal = (float(v) for v in arr[0, [4, 9, 14]])
-    ratio = full_w / w
-    if abs(full_h / h - ratio) > 0.02 * ratio:
-        raise DatasetError(
-            f"images in {image_dir} are {w}x{h} but {npy} declares {full_w:g}x{full_h:g}: aspect ratios differ"
-        )
-    intr = Intrinsics(fx=focal / ratio, fy=focal / ratio, cx=0.5 * w, cy=0.5 * h, width=w, height=h)
-    c2w, bounds = normalize_poses(arr)
-    test_idx = [i for i in range(len(arr)) if i % LLFF_HOLDOUT_EVERY == 0]
-    train_idx = [i for i in range(len(arr)) if i % LLFF_HOLDOUT_EVERY != 0]
+    sparse = find_sparse_model(folder)
+    if sparse is not None:
+        capture = read_capture(sparse)
+        paths = _match_images(capture, image_dir)
+        images = _read_images(paths, extra)
+        h, w = images.shape[1:3]
+        intr = _colmap_intrinsics(capture, w, h)
+        corners = corner_directions(w, h, intr.fx, intr.fy, intr.cx, intr.cy)
+        framed = frame_capture(capture.c2w, capture.bounds, corners, BOUND, str(sparse))
+        c2w, bounds, source = framed.c2w, framed.bounds, str(sparse)
+    else:
+        npy = folder / "poses_bounds.npy"
+        arr = read_poses_bounds(npy)
+        paths = list_images(image_dir)
+        if len(paths) != len(arr):
+            raise DatasetError(f"{image_dir} holds {len(paths)} images but {npy} has {len(arr)} pose rows")
+        images = _read_images(paths, extra)
+        h, w = images.shape[1:3]
+        full_h, full_w, focal = (float(v) for v in arr[0, [4, 9, 14]])
+        ratio = full_w / w
+        if abs(full_h / h - ratio) > 0.02 * ratio:
+            raise DatasetError(
+                f"images in {image_dir} are {w}x{h} but {npy} declares {full_w:g}x{full_h:g}: aspect ratios differ"
+            )
+        intr = Intrinsics(fx=focal / ratio, fy=focal / ratio, cx=0.5 * w, cy=0.5 * h, width=w, height=h)
+        c2w, bounds = normalize_poses(arr, str(npy))
+        source = str(npy)
+    n = len(paths)
+    test_idx = [i for i in range(n) if i % LLFF_HOLDOUT_EVERY == 0]
+    train_idx = [i for i in range(n) if i % LLFF_HOLDOUT_EVERY != 0]
     if not train_idx:
         raise DatasetError(
-            f"{npy}: only {len(arr)} image(s), no train images left after holding out every {LLFF_HOLDOUT_EVERY}th"
+            f"{source}: only {n} image(s), no train images left after holding out every {LLFF_HOLDOUT_EVERY}th"
         )
 
     def split(idx: list[int]) -> Split:
@@ -193,6 +213,7 @@ def load_llff(path: str | Path, downscale: int = 1, device: torch.device | str =
             poses=torch.from_numpy(c2w[idx].astype(np.float32)).to(device),
             intrinsics=intr,
             names=[paths[i].name for i in idx],
+            depth_bounds=torch.from_numpy(bounds[idx].astype(np.float32)).to(device),
         )
 
     return Scene(
@@ -203,4 +224,5 @@ def load_llff(path: str | Path, downscale: int = 1, device: torch.device | str =
         bound=BOUND,
         near=float(NEAR_MARGIN * bounds[:, 0].min()),
         path=str(folder),
+        poses_source=source,
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ngp_ohem.data.colmap import ColmapCamera, write_model
 from ngp_ohem.errors import ConfigError, DatasetError
 
 CAMERA_ANGLE_X = 0.69
@@ -216,10 +217,38 @@ def make_blender_scene(
     return out
 
 
-def llff_geometry(seed: int = 0) -> list[Primitive]:
-    """A forward-facing scene in its canonical frame (cameras near z = 0 looking down -z): a textured
-    back plane at depth 7.5-9 and three objects at depths ~3, ~5 and ~6."""
-    rng = np.random.default_rng([seed, 2])
+LLFF_DEPTHS = ("standard", "deep")
+
+
+def llff_geometry(seed: int = 0, depth: str = "standard") -> list[Primitive]:
+    """A forward-facing scene in its canonical frame (cameras near z = 0 looking down -z).
+
+    ``standard`` (fern-like, far/near ~3): a textured back plane at depth 7.5-9 and objects at depths
+    ~3, ~5 and ~6. ``deep`` (flower/horns-like, far/near ~15): a foreground sphere at depth ~1.8, a box
+    at ~3.5, a large sphere at ~8 and the back plane at 21-24, so the framing must hold a near
+    foreground and a far background in one box.
+    """
+    if depth not in LLFF_DEPTHS:
+        raise DatasetError(f"unknown LLFF depth profile '{depth}'; known: {', '.join(LLFF_DEPTHS)}")
+    rng = np.random.default_rng([seed, 2] if depth == "standard" else [seed, 2, 1])
+    if depth == "deep":
+        plane = _random_primitive(rng, "plane", np.array([0.0, 0.0, -rng.uniform(21.0, 24.0)]), np.ones(3))
+        plane = replace(plane, freq=plane.freq / 12.0)  # pattern cells of ~8 px at that depth
+        return [
+            plane,
+            _random_primitive(
+                rng, "sphere", np.array([rng.uniform(-0.3, 0.3), rng.uniform(-0.2, 0.2), -rng.uniform(1.7, 1.9)]),
+                np.full(3, rng.uniform(0.28, 0.34)),
+            ),
+            _random_primitive(
+                rng, "box", np.array([rng.uniform(-1.0, 1.0), rng.uniform(-0.5, 0.5), -rng.uniform(3.2, 3.8)]),
+                rng.uniform(0.3, 0.5, 3),
+            ),
+            _random_primitive(
+                rng, "sphere", np.array([rng.uniform(-3.0, 3.0), rng.uniform(-1.5, 1.5), -rng.uniform(7.5, 8.5)]),
+                np.full(3, rng.uniform(1.5, 2.0)),
+            ),
+        ]  # fmt: skip
     plane = _random_primitive(rng, "plane", np.array([0.0, 0.0, -rng.uniform(7.5, 9.0)]), np.ones(3))
     plane = replace(plane, freq=plane.freq / 4.0)  # ~10 px per world unit at that depth: keep it resolvable
     r1, r2 = rng.uniform(0.5, 0.7), rng.uniform(0.8, 1.1)
@@ -275,8 +304,15 @@ def _random_similarity(rng: np.random.Generator) -> tuple[float, np.ndarray, np.
     return float(rng.uniform(0.5, 2.0)), rot, rng.uniform(-3.0, 3.0, 3)
 
 
-def make_llff_scene(out_dir: str | Path, seed: int = 0, width: int = 100, height: int = 75, n_images: int = 16) -> Path:
+def make_llff_scene(
+    out_dir: str | Path, seed: int = 0, width: int = 100, height: int = 75, n_images: int = 16,
+    depth: str = "standard", sparse: bool = False,
+) -> Path:  # fmt: skip
     """Write an LLFF-format scene: poses_bounds.npy and images_8/IMG_<i>.png (RGB).
+
+    ``depth`` picks the geometry (see :func:`llff_geometry`). ``sparse`` also writes the COLMAP model
+    ``sparse/0/`` that the real release ships (PINHOLE camera, a point cloud of visible surface points
+    in the same world frame), which the loader then prefers.
 
     Only images_8/ is written; hwf declares the 8x "full" resolution, as in the real release. The
     per-image near/far bounds are the exact min/max z-depth of the visible surface, and the whole
@@ -286,16 +322,21 @@ def make_llff_scene(out_dir: str | Path, seed: int = 0, width: int = 100, height
     width, height = _check_size("width", width, 4), _check_size("height", height, 4)
     n_images = _check_size("n_images", n_images, 1)
     out = Path(out_dir)
-    prims = llff_geometry(seed)
+    prims = llff_geometry(seed, depth)
     poses = llff_cameras(seed, n_images)
     scale, rot, trans = _random_similarity(np.random.default_rng([seed, 4]))
     focal = 0.85 * width
     image_dir = out / f"images_{LLFF_FACTOR}"
     _clear(image_dir, "IMG_*.png")
-    rows = []
+    rows, surface, observed = [], [], []
     for i, c2w in enumerate(poses):
         o, d = camera_rays(c2w, width, height, focal)
         rgb, _, t = _shade(prims, o, d)
+        if sparse:  # every 97th visible surface point stands in for COLMAP's sparse features
+            hit = np.flatnonzero(np.isfinite(t))[::97]
+            start = sum(len(x) for x in surface)
+            surface.append(o[hit] + t[hit, None] * d[hit])
+            observed.append(np.arange(start, start + len(hit)))
         depth = t * (d @ -c2w[:3, 2])  # z-depth along the viewing axis, as LLFF's bounds are
         image = _to_uint8(_downsample(rgb, width, height))
         Image.fromarray(image, "RGB").save(image_dir / f"IMG_{i:04d}.png")
@@ -314,14 +355,24 @@ def make_llff_scene(out_dir: str | Path, seed: int = 0, width: int = 100, height
         rows.append(np.concatenate([llff.ravel(), scale * np.array([depth.min(), depth.max()])]))
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "poses_bounds.npy", np.stack(rows).astype(np.float64))
+    if sparse:
+        world = np.tile(np.eye(4), (n_images, 1, 1))
+        world[:, :3, :3] = rot @ poses[:, :3, :3]
+        world[:, :3, 3] = scale * poses[:, :3, 3] @ rot.T + trans
+        points = scale * np.concatenate(surface) @ rot.T + trans
+        camera = ColmapCamera(LLFF_FACTOR * width, LLFF_FACTOR * height, *(LLFF_FACTOR * np.array([focal, focal])),
+                              LLFF_FACTOR * 0.5 * width, LLFF_FACTOR * 0.5 * height)  # fmt: skip
+        names = [f"IMG_{i:04d}.JPG" for i in range(n_images)]  # as the release: .JPG names, .png in images_8/
+        write_model(out / "sparse" / "0", names, camera, world, points, observed)
     return out
 
 
-def make_scene(kind: str, out_dir: str | Path, seed: int = 0, size: int | None = None) -> Path:
-    """Entry point of ``ngp-ohem make-scene``: kind "blender" (size x size) or "llff" (size x 3/4 size)."""
+def make_scene(kind: str, out_dir: str | Path, seed: int = 0, size: int | None = None, depth: str = "standard") -> Path:
+    """Entry point of ``ngp-ohem make-scene``: kind "blender" (size x size) or "llff" (size x 3/4 size,
+    ``depth`` "standard" or "deep", see :func:`llff_geometry`)."""
     if kind == "blender":
         return make_blender_scene(out_dir, seed=seed, size=100 if size is None else size)
     if kind == "llff":
         width = 100 if size is None else _check_size("size", size, 4)
-        return make_llff_scene(out_dir, seed=seed, width=width, height=max(4, round(0.75 * width)))
+        return make_llff_scene(out_dir, seed=seed, width=width, height=max(4, round(0.75 * width)), depth=depth)
     raise DatasetError(f"unknown procedural scene kind '{kind}'; known: blender, llff")

@@ -36,6 +36,7 @@ class Split:
     poses: torch.Tensor  # (N, 4, 4) float32 camera-to-world
     intrinsics: Intrinsics
     names: list[str]  # image file names, for messages and renders
+    depth_bounds: torch.Tensor | None = None  # (N, 2) z-depth near/far of the content each camera sees
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -56,3 +57,4 @@ class Scene:
     bound: float  # content lies in [-bound, bound]^3
     near: float  # nearest distance a ray sample may have from its camera
     path: str  # folder it was loaded from
+    poses_source: str = ""  # the file the poses (and their framing) came from

@@ -160,9 +160,13 @@ def run_out_dir(wildcards, output):
     return str(Path(output.summary).parent)
 
 
+PROCEDURAL_DEFAULTS = {"seed": 0, "size": 64, "depth": "standard"}  # as the schema's defaults
+
+
 def procedural_param(key):
     def get(wildcards):
-        return PROCEDURAL[wildcards.scene][key]
+        entry = PROCEDURAL[wildcards.scene]
+        return entry[key] if key in entry else PROCEDURAL_DEFAULTS[key]
 
     return get
 

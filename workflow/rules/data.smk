@@ -11,13 +11,14 @@ rule make_scene:
         kind=procedural_param("kind"),
         seed=procedural_param("seed"),
         size=procedural_param("size"),
+        depth=procedural_param("depth"),
     log:
         "results/logs/scenes/{scene}.log",
     message:
         "procedural {params.kind} scene {wildcards.scene}"
     shell:
         "ngp-ohem make-scene --kind {params.kind} --seed {params.seed} --size {params.size} "
-        "--out {output} > {log} 2>&1"
+        "--depth {params.depth} --out {output} > {log} 2>&1"
 
 
 # One download job per dataset (one archive), extracting every scene of it that the config needs:
