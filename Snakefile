@@ -40,3 +40,7 @@ rule all:
     default_target: True
     input:
         final_outputs(),
+
+
+onsuccess:
+    warn_contended_clocks("results/runs.csv")

@@ -47,6 +47,17 @@ def encoding_forward_backward(enc: HashGridEncoding, x: torch.Tensor, grad: torc
     enc(x).backward(grad)
 
 
+def field_workload(n: int, seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The cpu preset's field on a Blender box, with n ray-like sample positions and directions."""
+    from ngp_ohem.field.ngp import FieldSpec, NGPField
+
+    torch.manual_seed(seed)
+    field = NGPField(FieldSpec(ENCODING_SPEC), bound=1.5)
+    x = ray_like_points(n, seed) * 3.0 - 1.5
+    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=torch.Generator().manual_seed(seed)), dim=-1)
+    return field, x, d
+
+
 def step_trainer(
     scene_dir: Path, method: str, n_samples: int, seed: int = 0, out: Path | None = None, profile: bool = False
 ) -> Trainer:

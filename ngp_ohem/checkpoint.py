@@ -12,12 +12,14 @@ left in the trainer, even when it failed half-way through restoring.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from ngp_ohem.clock import CpuWindow
 from ngp_ohem.io import save_torch
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ def save(trainer: Trainer) -> None:
         "phase_totals": trainer.phase_totals,
         "next_eval": trainer.next_eval,
         "final_recorded": trainer.final_recorded,
+        "cpu_total": dataclasses.asdict(trainer.meter.total),
     }
     save_torch(path_of(trainer), state)
 
@@ -100,6 +103,10 @@ def try_resume(trainer: Trainer) -> bool:
                 state.get("next_eval", sum(1 for t in trainer.schedule[:-1] if t <= float(state["clock_seconds"])))
             ),
             "final_recorded": bool(state.get("final_recorded", False)),
+            # Older checkpoints did not carry it: that session's seconds count as unmeasured.
+            "cpu_total": CpuWindow(**state["cpu_total"])
+            if "cpu_total" in state
+            else CpuWindow(wall=float(state["clock_seconds"])),
         }
     except Exception as exc:
         _restore_stateful(trainer, fresh)
@@ -119,4 +126,5 @@ def try_resume(trainer: Trainer) -> bool:
     trainer.phase_totals = scalars["phase_totals"]
     trainer.next_eval = scalars["next_eval"]
     trainer.final_recorded = scalars["final_recorded"]
+    trainer.meter.total = scalars["cpu_total"]
     return True

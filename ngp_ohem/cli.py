@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
+
+# OpenMP threads that spin at barriers collapse when another process holds one of their cores (a
+# 2-thread run then made 0.23x its idle steps); sleeping threads degrade with the CPU they lose.
+# libgomp reads this when torch loads it, so it is set before anything imports torch; a value the
+# user exported wins. The idle cost and the hogged gain are measured in benchmarks/README.md.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import yaml
 
@@ -51,6 +58,15 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--downscale", type=int, help="image downscale factor")
     p.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default)")
+    p.add_argument(
+        "--pin-cores", action="store_true",
+        help="claim THREADS physical cores no other ngp-ohem run holds (waiting while they are taken) and pin "
+        "to them, so concurrent runs never share a core (the workflow always sets it)",
+    )  # fmt: skip
+    p.add_argument(
+        "--strict-clock", action="store_true",
+        help="fail, and discard, a run whose cores other processes used during training (config strict_clock)",
+    )  # fmt: skip
     p.add_argument("--profile", action="store_true", help="record per-phase step times (syncs CUDA per phase)")
     p.add_argument("--force", action="store_true", help="retrain even if OUT holds a finished run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -75,6 +91,8 @@ def _overrides(args: argparse.Namespace) -> list[dict[str, Any]]:
     out.append({k: v for k, v in direct.items() if v is not None})
     if args.profile:
         out.append({"profile": True})
+    if args.strict_clock:
+        out.append({"strict_clock": True})
     out.extend(parse_assignment(a) for a in args.set)
     return out
 
@@ -91,25 +109,49 @@ def _pick_preset(preset: str, overrides: list[dict[str, Any]]) -> str:
     return "paper" if on_cuda else "cpu"
 
 
+def _finished_summary(path: Path) -> dict[str, Any]:
+    """A run folder's summary.json, or {} (with a warning naming it) when it is unreadable."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        print(
+            f"ngp-ohem: warning: ignoring unreadable {path} ({err}); the run resumes from its checkpoint",
+            file=sys.stderr,
+        )
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.pin_cores:  # before torch creates its thread pool: its threads inherit the pinning
+        from ngp_ohem.cores import claim_cores
+
+        claim_cores(args.threads or 0)
     from ngp_ohem.config import build_config
     from ngp_ohem.data import load_scene
+    from ngp_ohem.io import check_writable_folder, lock_run_folder
     from ngp_ohem.train import Trainer
 
     overrides = _overrides(args)
     cfg = build_config(_pick_preset(args.preset, overrides), *overrides)
-    out = Path(args.out)
+    out = check_writable_folder(args.out)  # before loading data or building the model
     summary_path = out / "summary.json"
-    if summary_path.exists() and not args.force:
-        done = json.loads(summary_path.read_text())
+    if not args.force:
+        done = _finished_summary(summary_path)
         if done.get("status") == "complete" and done.get("config") == cfg.raw:
             print(f"ngp-ohem: {out} already holds this finished run; nothing to do (--force retrains)", file=sys.stderr)
             return 0
-    if args.force:
-        for name in ("summary.json", "checkpoint.pt", "trace.csv"):
-            (out / name).unlink(missing_ok=True)
-    scene = load_scene(args.data, downscale=cfg.downscale)
-    summary = Trainer(cfg, scene, out, progress=not args.quiet).run()
+    lock = lock_run_folder(out)  # before --force deletes anything a live run might own
+    try:
+        if args.force:
+            for name in ("summary.json", "checkpoint.pt", "trace.csv"):
+                (out / name).unlink(missing_ok=True)
+        scene = load_scene(args.data, downscale=cfg.downscale)
+        summary = Trainer(cfg, scene, out, progress=not args.quiet).run(lock)
+    finally:
+        lock.release()
     final = summary["final"]
     print(
         f"{scene.name} {cfg.method} seed {cfg.seed}: PSNR {final['psnr']:.2f} dB, SSIM {final['ssim']:.4f} "
@@ -173,12 +215,31 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "make-scene": cmd_make_scene, "download": cmd_download}
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> str:
+    return f"ngp-ohem: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    previous = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = previous
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except NgpOhemError as exc:
         print(f"ngp-ohem: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file system failure outside the guarded writes: still one line
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"ngp-ohem: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ngp-ohem: interrupted; re-run the same command to resume", file=sys.stderr)

@@ -10,6 +10,7 @@ out-of-range values are rejected with a message naming the key) and then frozen 
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ def _section(props: dict[str, Any]) -> dict[str, Any]:
 SCHEMA: dict[str, Any] = _section(
     {
         "method": {"enum": list(METHODS)},
-        "seed": {"type": "integer", "minimum": 0},
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
         "budget_s": _POS_NUM,
         "device": {"enum": ["auto", "cpu", "cuda"]},
         "backend": {"enum": ["auto", "torch", "tcnn"]},
@@ -86,6 +87,7 @@ SCHEMA: dict[str, Any] = _section(
         ),
         "checkpoint_every_s": _POS_NUM,
         "step_limit": {"type": "integer", "minimum": 0},
+        "strict_clock": {"type": "boolean"},
     }
 )
 
@@ -122,8 +124,10 @@ DEFAULTS: dict[str, Any] = {
     "optim": {"lr": 4e-3, "eps": 1e-15, "beta1": 0.9, "beta2": 0.99, "lr_final_factor": 0.1},
     "mining": {"min_fraction": 0.05, "max_fraction": 0.5, "tau_decay": 0.99, "unbiased": False},
     "eval": {"n_evals": 8, "first_fraction": 1 / 64, "subset_views": 8, "final_views": 0, "chunk_rays": 1 << 14},
-    "checkpoint_every_s": 60.0,
+    # Training seconds between checkpoints: what a kill -9 can lose (a checkpoint pauses the clock).
+    "checkpoint_every_s": 15.0,
     "step_limit": 0,  # 0: none; >0 stops after that many steps even within the budget (regression checks)
+    "strict_clock": False,  # fail (and discard) a run whose clock other processes shared (see clock.py)
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -169,14 +173,39 @@ def parse_assignment(text: str) -> dict[str, Any]:
     return out
 
 
+def _non_finite(config: dict[str, Any], prefix: str = "") -> str | None:
+    """The first key whose value is a NaN or infinite number (JSON Schema's bounds let NaN through)."""
+    for key, value in config.items():
+        if isinstance(value, dict):
+            found = _non_finite(value, f"{prefix}{key}.")
+            if found:
+                return found
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"{prefix}{key}"
+    return None
+
+
 def validate(config: dict[str, Any]) -> None:
     """Raise ConfigError naming the offending key when ``config`` does not match :data:`SCHEMA`."""
+    bad = _non_finite(config)
+    if bad:
+        raise ConfigError(f"invalid config value at '{bad}': must be a finite number")
     validator = jsonschema.Draft202012Validator(SCHEMA)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         raise ConfigError(f"invalid config value at '{where}': {err.message}")
+
+
+def check_consistent(config: dict[str, Any]) -> None:
+    """Rules across keys, judged on the merged configuration (an override may set both keys in turn)."""
+    mining = config.get("mining", {})
+    if mining.get("min_fraction", 0) > mining.get("max_fraction", 1):
+        raise ConfigError(
+            f"invalid config value at 'mining.min_fraction': {mining['min_fraction']} is above "
+            f"mining.max_fraction {mining['max_fraction']}"
+        )
 
 
 @dataclass(frozen=True)
@@ -201,4 +230,5 @@ def build_config(preset: str, *overrides: dict[str, Any]) -> RunConfig:
         validate(deep_merge(DEFAULTS, override))
         merged = deep_merge(merged, override)
     validate(merged)
+    check_consistent(merged)
     return RunConfig(merged)

@@ -15,3 +15,11 @@ class ConfigError(NgpOhemError):
 
 class DivergenceError(NgpOhemError):
     """The loss or a parameter became NaN/inf; the trace written so far is kept."""
+
+
+class ClockContendedError(NgpOhemError):
+    """With strict_clock, other processes took CPU from the run's cores: the run is discarded."""
+
+
+class RunFolderError(NgpOhemError):
+    """A run's output folder cannot be used: not a folder, not writable, or in use by another run."""

@@ -1,8 +1,10 @@
-"""Atomic writes: a reader (or a crash) never sees a half-written results file."""
+"""Atomic writes (a reader, or a crash, never sees a half-written results file) and run-folder guards."""
 
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
 import json
 import os
 import tempfile
@@ -11,6 +13,65 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+
+from ngp_ohem.errors import RunFolderError
+
+LOCK_NAME = ".ngp-ohem.lock"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()  # read once: os.umask can only be read by setting it
+
+
+class FolderLock:
+    """An exclusive ``flock`` on a run folder's lock file; the kernel drops it when the process dies."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def check_writable_folder(path: str | Path) -> Path:
+    """Create ``path`` if needed and prove it writable, with a one-line error otherwise (before any work)."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError(f"--out {folder} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise RunFolderError(f"cannot write into --out {folder}: {err.strerror or err}") from None
+    return folder
+
+
+def lock_run_folder(path: str | Path) -> FolderLock:
+    """Take the folder's lock, or fail naming the process that holds it (two runs must not share a folder)."""
+    lock_path = Path(path) / LOCK_NAME
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~UMASK)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        if not isinstance(err, BlockingIOError):
+            raise RunFolderError(f"cannot lock {lock_path}: {err.strerror or err}") from None
+        raise RunFolderError(
+            f"{path} is in use by another ngp-ohem run (pid {holder}); wait for it or use another --out"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return FolderLock(fd)
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False) -> None:
@@ -23,9 +84,14 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: boo
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp creates 0600; results are shared like any other file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise RunFolderError(
+                f"disk full (or quota exceeded) while writing {path}; free some space and rerun to resume"
+            ) from None
         raise
 
 

@@ -9,9 +9,21 @@ LLFF: images have no alpha; the target is the photo itself. Training still rende
 background colour, which pushes every ray to full opacity inside the bounded box; evaluation renders
 with white. Every 8th image (i % 8 == 0) is the test split.
 
+LLFF framing (``data/framing.py``): bounded box [-4, 4]^3 (the paper's ``--bound 4``, no NDC, no
+contraction). The capture is rotated to its average camera and scaled as large as the box allows
+while every camera and every camera's frustum between its near and far depth bound (the 0.1 / 99.9
+percentile depths of its sparse points, from ``poses_bounds.npy`` or from ``sparse/0``) stay inside.
+Far content is therefore **kept** up to each camera's far bound and **clipped by the box** beyond it,
+as the authors' sparse-point AABB clips it. Why not the authors' own framing (sparse-point centroid at
+the origin, cameras within distance 1 of it): it leaves most of the box empty, which their 3-cascade
+128^3 occupancy grid absorbs but our single-cascade grid cannot; holding the same points in the
+largest box-filling frame gives the foreground the most grid cells. Near plane: one global near,
+0.9 x the smallest near bound (the authors' LLFF script does not use per-camera near/far either).
+
 Sample spacing (cone tracing, see ``render/march.py``): constant steps on Blender (Instant-NGP's
 synthetic setting, torch-ngp's ``--dt_gamma 0`` for Blender), steps growing as t/128 on LLFF
-(torch-ngp's default ``dt_gamma = 1/128``, which the paper's LLFF script keeps).
+(torch-ngp's default ``dt_gamma = 1/128``; the authors' ``main.py`` defaults to 1/256 and their
+``runall_llff.sh`` does not override it, so 1/128 is a deviation of ours, kept until measured).
 """
 
 from __future__ import annotations

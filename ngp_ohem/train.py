@@ -17,6 +17,7 @@ evaluation, checkpointing and logging pause it. A run writes into its output fol
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
@@ -29,14 +30,22 @@ from tqdm import tqdm
 
 from ngp_ohem import checkpoint as ckpt
 from ngp_ohem import protocol
-from ngp_ohem.clock import PhaseClock, TrainingClock, geometric_schedule
+from ngp_ohem.clock import (
+    CONTENTION_THRESHOLD,
+    ContentionMeter,
+    PhaseClock,
+    TrainingClock,
+    geometric_schedule,
+    is_contended,
+)
 from ngp_ohem.config import RunConfig
 from ngp_ohem.data.scene import Scene
-from ngp_ohem.errors import DivergenceError
+from ngp_ohem.errors import ClockContendedError, DatasetError, DivergenceError
 from ngp_ohem.field import build_field, resolve_backend
 from ngp_ohem.field.hashgrid import HashGridSpec
+from ngp_ohem.field.native import load_field_native, load_render_native
 from ngp_ohem.field.ngp import FieldSpec, activate
-from ngp_ohem.io import save_png, write_csv, write_json
+from ngp_ohem.io import FolderLock, lock_run_folder, save_png, write_csv, write_json
 from ngp_ohem.memory import CudaPeakMeter, peak_rss_bytes
 from ngp_ohem.metrics import lpips_unavailable_reason, psnr, ssim
 from ngp_ohem.mining import FullBatch, HardSampleMining, StepResult, Strategy
@@ -50,8 +59,10 @@ TRACE_COLUMNS = (
     "dataset", "scene", "method", "seed", "backend", "device", "step", "train_seconds",
     "samples_total", "samples_in_graph", "psnr", "ssim", "peak_mem_bytes", "graph_bytes", "rss_bytes",
     "hard_fraction", "samples_per_step", "hard_samples_per_step", "rays_per_step", "tau_ema", "loss",
-    "eval_views", "occupancy",
+    "eval_views", "occupancy", "cpu_utilization", "other_cpu_share", "steal_share",
 )  # fmt: skip
+# The smallest image side SSIM can score (torchmetrics' 11x11 Gaussian window).
+MIN_IMAGE_SIDE = 11
 
 
 def resolve_device(name: str) -> torch.device:
@@ -94,6 +105,17 @@ class Preempted(Exception):
     """SIGTERM arrived (e.g. SLURM preemption): checkpoint and exit at the next safe point."""
 
 
+def check_scene_size(scene: Scene) -> None:
+    """Reject, before any training, images too small for the metrics (SSIM would fail after the budget)."""
+    for split, name in ((scene.train, "train"), (scene.test, "test")):
+        k = split.intrinsics
+        if min(k.width, k.height) < MIN_IMAGE_SIDE:
+            raise DatasetError(
+                f"{scene.path}: {name} images are {k.width}x{k.height}; SSIM needs at least "
+                f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels"
+            )
+
+
 @dataclass
 class WindowStats:
     """Per-step statistics accumulated between two trace rows."""
@@ -129,6 +151,7 @@ class Trainer:
         self.scene = scene
         self.out = Path(out_dir)
         self.progress = progress
+        check_scene_size(scene)
         self.device = resolve_device(cfg.device)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
@@ -159,7 +182,8 @@ class Trainer:
         self.grid.mark_unseen(scene.train.poses, k.fx, k.fy, k.cx, k.cy, k.width, k.height)
         self.strategy = build_strategy(cfg, self.generator)
         self.sampler = RaySampler(scene.train, self.device, self.generator)
-        self.clock = TrainingClock(self.device)
+        self.meter = ContentionMeter()
+        self.clock = TrainingClock(self.device, meter=self.meter)
         self.schedule = geometric_schedule(cfg.budget_s, cfg.eval["n_evals"], cfg.eval["first_fraction"])
         self.step = 0
         self.n_rays = float(r["initial_rays"])
@@ -333,6 +357,7 @@ class Trainer:
                 "loss": w.loss / steps,
                 "eval_views": n_views,
                 "occupancy": round(self.grid.occupancy_fraction(), 5),
+                **self.meter.take_window().figures(torch.get_num_threads(), len(self.meter.cpus)),
             }
         )
         self.phase_totals = {k: self.phase_totals.get(k, 0.0) + v for k, v in w.phases.items()}
@@ -340,8 +365,17 @@ class Trainer:
         write_csv(self.out / "trace.csv", TRACE_COLUMNS, self.rows)
 
     # -- the loop ---------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def run(self, lock: FolderLock | None = None) -> dict[str, Any]:
+        """Train (or resume, or finish) the run; ``lock``: the folder's lock when the caller holds it."""
         self.out.mkdir(parents=True, exist_ok=True)
+        held = lock or lock_run_folder(self.out)  # before the resume, which removes stale temp files
+        try:
+            return self._run()
+        finally:
+            if lock is None:
+                held.release()
+
+    def _run(self) -> dict[str, Any]:
         self.phase_totals: dict[str, float] = {}
         resumed = ckpt.try_resume(self)
         if resumed or (self.out / "trace.csv").exists():
@@ -353,6 +387,12 @@ class Trainer:
             return self.finish(resumed)
         except Preempted:
             ckpt.save(self)
+            print(
+                f"ngp-ohem: stopped by signal {self._stop_signal or signal.SIGTERM} at step {self.step} "
+                f"({self.clock.seconds:.1f} of {self.cfg.budget_s:g} training s); checkpoint saved in "
+                f"{ckpt.path_of(self)}; rerun the same command to resume",
+                file=sys.stderr,
+            )
             raise SystemExit(128 + (self._stop_signal or signal.SIGTERM)) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -383,11 +423,48 @@ class Trainer:
                 last_ckpt = self.clock.seconds
         bar.close()
 
+    def ensure_render(self) -> None:
+        """Re-render the final test view when a finished checkpoint outlived its PNGs (a workflow that was
+        interrupted after the final checkpoint deletes the declared outputs on rerun)."""
+        if (self.out / "render_test0.png").exists() and (self.out / "gt_test0.png").exists():
+            return
+        i = self.eval_views(final=True)[0]
+        bg = torch.tensor(protocol.EVAL_BACKGROUND)
+        self.field.eval()
+        pred = self.render_image(self.scene.test.poses[i])
+        self.field.train()
+        image = self.scene.test.images[i]
+        self.save_render(pred, protocol.composite_target(image, bg.expand(*image.shape[:2], 3)))
+
+    def clock_report(self) -> dict[str, Any]:
+        """The training clock's quality over the whole run (all sessions), for summary.json."""
+        figures = self.meter.total.figures(torch.get_num_threads(), len(self.meter.cpus))
+        return {
+            **figures,
+            "contended": is_contended(figures),
+            "threshold": CONTENTION_THRESHOLD,
+            "rule": "contended when other processes plus steal took more than threshold of the run's cores "
+            "(other_cpu_share + steal_share, from /proc/stat over the training time)",
+            "cpus": self.meter.cpus,
+            "threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+        }
+
     def finish(self, resumed: bool) -> dict[str, Any]:
         if not self.final_recorded:  # a restart after the final checkpoint must not add a second final row
             self.record(final=True)
             self.final_recorded = True
             ckpt.save(self)
+        clock = self.clock_report()
+        if clock["contended"] and self.cfg.strict_clock:
+            for name in ("checkpoint.pt", "trace.csv", "render_test0.png", "gt_test0.png"):
+                (self.out / name).unlink(missing_ok=True)
+            raise ClockContendedError(
+                f"{self.out}: other processes took {clock['other_cpu_share']:.0%} (steal {clock['steal_share']:.0%}) "
+                f"of cores {clock['cpus']} during training (threshold {CONTENTION_THRESHOLD:.0%}); "
+                "strict_clock discards the run so that a rerun trains it again"
+            )
+        self.ensure_render()
         final = self.rows[-1]
         summary = {
             "status": "complete",
@@ -409,15 +486,25 @@ class Trainer:
             "max_peak_mem_bytes": max(r["peak_mem_bytes"] for r in self.rows),
             "phase_seconds": self.phase_totals,
             "lpips": lpips_unavailable_reason() or "available (not computed by default)",
+            "clock": clock,
+            "clock_contended": clock["contended"],
+            "data_notes": list(self.scene.notes),
         }
         write_json(self.out / "summary.json", summary)
         return summary
 
 
 def prepare_kernels(field: torch.nn.Module) -> str:
-    """Build/load the fused CPU kernels now, so a first-use compile never runs on the training clock."""
+    """Build/load the fused CPU kernels now, so a first-use compile never runs on the training clock
+    (it would take a minute of the budget, and the compiler's CPU would read as contention)."""
     encoding = getattr(field, "encoding", None)
-    return encoding.implementation if encoding is not None else "tcnn"
+    if encoding is None:
+        return "tcnn"
+    if encoding.table.device.type == "cpu":
+        load_render_native()
+        if getattr(field, "fused_inference", False):
+            load_field_native()
+    return encoding.implementation
 
 
 def chunked_forward(field: torch.nn.Module, x: torch.Tensor, d: torch.Tensor, chunk: int = 1 << 17) -> torch.Tensor:

@@ -297,8 +297,7 @@ def test_a_crash_after_the_final_checkpoint_adds_no_second_final_row(scene: Path
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train_module, "write_json", crash)
-        with pytest.raises(OSError, match="killed before"):
-            cli.main(args)
+        assert cli.main(args) == 2  # an OSError ends in one line, not a traceback
     assert load_checkpoint(out)["final_recorded"] is True
     assert cli.main(args) == 0
     assert_complete_run(out, 1.0, resumed=True)

@@ -38,7 +38,7 @@ DOCUMENTED_COLUMNS = [
     "dataset", "scene", "method", "seed", "backend", "device", "step", "train_seconds",
     "samples_total", "samples_in_graph", "psnr", "ssim", "peak_mem_bytes", "graph_bytes", "rss_bytes",
     "hard_fraction", "samples_per_step", "hard_samples_per_step", "rays_per_step", "tau_ema", "loss",
-    "eval_views", "occupancy",
+    "eval_views", "occupancy", "cpu_utilization", "other_cpu_share", "steal_share",
 ]  # fmt: skip
 
 TINY = {

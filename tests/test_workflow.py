@@ -179,6 +179,7 @@ def test_default_config_full_dry_run(results: dict) -> None:
         "tables": 1, "figures": 1, "renders": 2, "all": 1,
     })  # fmt: skip
     assert "ngp-ohem make-scene --kind llff" in result.stdout
+    assert result.stdout.count("--pin-cores") == n_runs  # concurrent runs never share a core
 
 
 def test_tables_and_figures_need_only_the_csvs(results: dict) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -116,9 +117,17 @@ def load_blender(path: str | Path, downscale: int = 1, device: torch.device | st
         raise DatasetError(f"scene folder {folder} does not exist")
     train = load_split(folder / "transforms_train.json", downscale)
     test = load_split(folder / "transforms_test.json", downscale)
+    notes = []
+    if bool((train.images[..., 3] >= 1.0).all()):
+        notes.append(
+            f"{folder / 'transforms_train.json'}: no training image has transparency (alpha = 1 everywhere, e.g. "
+            "PNGs without an alpha channel), so the random training background of the protocol has no effect"
+        )
+        warnings.warn(notes[-1], stacklevel=2)
     for split in (train, test):
         split.images = split.images.to(device)
         split.poses = split.poses.to(device)
     return Scene(
-        name=folder.resolve().name, kind="blender", train=train, test=test, bound=BOUND, near=NEAR, path=str(folder)
-    )
+        name=folder.resolve().name, kind="blender", train=train, test=test, bound=BOUND, near=NEAR, path=str(folder),
+        notes=notes,
+    )  # fmt: skip

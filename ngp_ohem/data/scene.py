@@ -11,7 +11,7 @@ Conventions (pinned here so every loader and renderer agrees):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -58,3 +58,4 @@ class Scene:
     near: float  # nearest distance a ray sample may have from its camera
     path: str  # folder it was loaded from
     poses_source: str = ""  # the file the poses (and their framing) came from
+    notes: list[str] = field(default_factory=list)  # loader warnings a run records in summary.json

@@ -1,4 +1,7 @@
-"""Loads the fused C++ hash-grid kernels (``csrc/hashgrid_cpu.cpp``), compiling them on first use.
+"""Loads the fused C++ CPU kernels, compiling them on first use: the hash-grid encoding with its table
+gradient (``csrc/hashgrid_cpu.cpp``), the whole field's no-graph evaluation
+(``csrc/field_infer_cpu.cpp``, built for the CPU it runs on: AVX-512 where present) and ray marching
+to packed samples with volume compositing (``csrc/render_cpu.cpp``).
 
 The extension is built by ``torch.utils.cpp_extension.load`` into torch's extension cache (needs a
 C++ compiler and the Python headers; ~1 minute once per machine and torch version). When that is
@@ -24,17 +27,36 @@ from types import ModuleType
 
 SOURCE = Path(__file__).parent / "csrc" / "hashgrid_cpu.cpp"
 NAME = "ngp_ohem_hashgrid_cpu"
+FIELD_SOURCE = Path(__file__).parent / "csrc" / "field_infer_cpu.cpp"
+FIELD_NAME = "ngp_ohem_field_cpu"
+RENDER_SOURCE = Path(__file__).parent / "csrc" / "render_cpu.cpp"
+RENDER_NAME = "ngp_ohem_render_cpu"
 STALE_LOCK_S = 300.0  # a build takes about a minute; a lock this old belongs to a killed process
 
 
-def build_directory() -> Path:
+def cpu_flags_tag() -> str:
+    """A short hash of this CPU's instruction-set flags: a -march=native build must not be reused on a
+    machine with fewer (a shared home on a heterogeneous cluster would otherwise SIGILL)."""
+    import hashlib
+
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return hashlib.sha1(flags.encode()).hexdigest()[:8]
+
+
+def build_directory(name: str = NAME, per_cpu: bool = False) -> Path:
     """Our folder in torch's extension cache (honours TORCH_EXTENSIONS_DIR), per Python and torch."""
     import torch
     from torch.utils.cpp_extension import get_default_build_root
 
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
     tag = f"py{sys.version_info.major}{sys.version_info.minor}-torch{torch.__version__}".replace("+", "-")
-    path = root / f"{NAME}-{tag}"
+    if per_cpu:
+        tag += f"-cpu{cpu_flags_tag()}"
+    path = root / f"{name}-{tag}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -63,28 +85,46 @@ def clear_stale_lock(
         sleep(poll_s)
 
 
-@cache
-def load_native() -> ModuleType | None:
-    """The compiled module, or None when disabled or unbuildable."""
+def _build(name: str, source: Path, cflags: list[str], per_cpu: bool, what: str) -> ModuleType | None:
     if os.environ.get("NGP_OHEM_NATIVE", "1") == "0":
         return None
     try:
         from torch.utils.cpp_extension import load
 
-        directory = build_directory()
+        directory = build_directory(name, per_cpu)
         clear_stale_lock(directory)
         return load(
-            name=NAME,
-            sources=[str(SOURCE)],
+            name=name,
+            sources=[str(source)],
             build_directory=str(directory),
-            extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off"],
+            extra_cflags=cflags,
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )
     except Exception as exc:
         warnings.warn(
-            f"could not build the fused C++ hash-grid kernels ({type(exc).__name__}: {str(exc)[:200]}); "
-            "using the much slower pure-PyTorch encoding. Install a C++ compiler and python3-dev to fix.",
-            stacklevel=2,
+            f"could not build the fused C++ {what} ({type(exc).__name__}: {str(exc)[:200]}); "
+            "using the much slower pure-PyTorch path. Install a C++ compiler and python3-dev to fix.",
+            stacklevel=3,
         )
         return None
+
+
+@cache
+def load_native() -> ModuleType | None:
+    """The compiled hash-grid module, or None when disabled or unbuildable."""
+    return _build(NAME, SOURCE, ["-O3", "-fopenmp", "-ffp-contract=off"], False, "hash-grid kernels")
+
+
+@cache
+def load_render_native() -> ModuleType | None:
+    """The compiled marching and compositing module (no FMA contraction: marching is bit-identical to
+    the reference), or None."""
+    return _build(RENDER_NAME, RENDER_SOURCE, ["-O3", "-fopenmp", "-ffp-contract=off"], False, "rendering kernels")
+
+
+@cache
+def load_field_native() -> ModuleType | None:
+    """The compiled fused field-inference module (built with -march=native), or None."""
+    flags = ["-O3", "-fopenmp", "-march=native", "-fno-math-errno", "-ffp-contract=off"]
+    return _build(FIELD_NAME, FIELD_SOURCE, flags, True, "field-inference kernel")

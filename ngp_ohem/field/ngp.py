@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ngp_ohem.field.hashgrid import HashGridEncoding, HashGridSpec
+from ngp_ohem.field.native import load_field_native
 from ngp_ohem.field.sh import spherical_harmonics_deg4
 
 RAW_DIM = 4  # density_pre + 3 colour pre-activations
@@ -63,15 +64,30 @@ def mlp(n_in: int, n_hidden: int, n_layers: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _transposed_weights(net: nn.Sequential) -> list[torch.Tensor]:
+    """The (in, out) weight matrices of a bias-free MLP, as the fused kernel reads them."""
+    return [m.weight.detach().t().contiguous() for m in net if isinstance(m, nn.Linear)]
+
+
 class NGPField(nn.Module):
-    """Pure-PyTorch Instant-NGP field; positions are world coordinates inside [-bound, bound]^3."""
+    """Pure-PyTorch Instant-NGP field; positions are world coordinates inside [-bound, bound]^3.
+
+    With ``fused_inference=True``, evaluations without autograd (``torch.no_grad`` /
+    ``inference_mode``: mining's first pass, occupancy-grid queries, evaluation renders) on the CPU
+    run the whole field through one fused native kernel (``csrc/field_infer_cpu.cpp``) that stores
+    nothing for backward; the tests compare it with the module path. It is off by default because
+    it is not faster yet: measured at 2^16 samples, 2 threads, it took 56-84 ms against 54-61 ms for
+    the module path without a graph (the native encoding plus torch's matmuls), its hash-grid
+    gathers being the slow part (benchmarks/README.md, issue 12).
+    """
 
     backend = "torch"
 
-    def __init__(self, spec: FieldSpec, bound: float) -> None:
+    def __init__(self, spec: FieldSpec, bound: float, fused_inference: bool = False) -> None:
         super().__init__()
         self.spec = spec
         self.bound = float(bound)
+        self.fused_inference = fused_inference
         self.encoding = HashGridEncoding(spec.grid)
         self.density_net = mlp(spec.grid.output_dim, spec.hidden, spec.density_layers, 1 + spec.geo_features)
         self.color_net = mlp(16 + spec.geo_features, spec.hidden, spec.color_layers, 3)
@@ -79,11 +95,34 @@ class NGPField(nn.Module):
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x + self.bound) / (2.0 * self.bound)
 
+    def inference_kernel(self):
+        """The fused no-graph kernel when it applies (CPU, autograd off, built), else None."""
+        if not self.fused_inference or torch.is_grad_enabled() or self.encoding.table.device.type != "cpu":
+            return None
+        if self.encoding.implementation != "native":
+            return None
+        return load_field_native()
+
+    def _fused(self, kernel, x: torch.Tensor, d: torch.Tensor | None) -> torch.Tensor:
+        c = self.encoding.constants()
+        x01 = self.normalise(x).float().contiguous()
+        dirs = x01 if d is None else d.float().contiguous()
+        return kernel.field_forward(
+            x01, dirs, self.encoding.table.detach(), c.scale, c.side, c.dense, c.offset, c.mask,
+            _transposed_weights(self.density_net), _transposed_weights(self.color_net), d is None,
+        )  # fmt: skip
+
     def density_raw(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-activation density (N,) only: what the occupancy grid update needs."""
+        kernel = self.inference_kernel()
+        if kernel is not None:
+            return self._fused(kernel, x, None)
         return self.density_net(self.encoding(self.normalise(x)))[:, 0]
 
     def forward(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        kernel = self.inference_kernel()
+        if kernel is not None:
+            return self._fused(kernel, x, d)
         h = self.density_net(self.encoding(self.normalise(x)))
         color_in = torch.cat([spherical_harmonics_deg4(d), h[:, 1:]], dim=-1)
         return torch.cat([h[:, :1], self.color_net(color_in)], dim=-1)

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ngp_ohem.field.native import load_render_native
 from ngp_ohem.render.occupancy import OccupancyGrid
+
+_NONE = torch.zeros(0)
 
 
 def step_size(bound: float, max_steps: int) -> float:
@@ -132,6 +135,7 @@ def march_rays(
     max_samples: int | None = None,
     candidate_chunk: int = 1 << 22,
     stepping: Stepping | None = None,
+    use_native: bool = True,
 ) -> PackedSamples:
     """March rays (R, 3) through the occupied cells of ``grid``.
 
@@ -139,12 +143,25 @@ def march_rays(
     ``stepping`` spaces the samples (None: constant steps of ``step_size(grid.bound, max_steps)``).
     ``max_samples`` caps the total: only the longest prefix of rays whose samples fit is kept, so
     ``n_rays`` of the result may be smaller than R (the caller drops the remaining targets).
+    On the CPU the fused kernel ``csrc/render_cpu.cpp`` walks each ray instead of filtering the
+    (rays x longest ray) candidate tensor below; ``use_native=False`` runs this reference, which the
+    tests compare it against sample for sample.
     """
     stepping = stepping or Stepping(grid.bound, max_steps)
     t_near, t_far = ray_box_intersection(origins, dirs, grid.bound)
     t_near = t_near.clamp(min=near)
     u = torch.full_like(t_near, 0.5) if jitter is None else jitter
     first, n_steps = stepping.count(t_near, t_far, u)
+    on_cpu = origins.device.type == "cpu" and origins.dtype == torch.float32 and dirs.dtype == torch.float32
+    native = load_render_native() if use_native and on_cpu else None
+    if native is not None:
+        starts, widths = stepping._edges(origins.device) if stepping.boundaries is not None else (_NONE, _NONE)
+        pos, d, deltas, ray_index, kept = native.march(
+            origins.float().contiguous(), dirs.float().contiguous(), t_near.contiguous(), t_far.contiguous(),
+            u.float().contiguous(), first.contiguous(), n_steps.contiguous(), starts, widths, stepping.dt_min,
+            grid.bound, grid.occupied.contiguous(), grid.resolution, -1 if max_samples is None else max_samples,
+        )  # fmt: skip
+        return PackedSamples(pos, d, deltas, ray_index, int(kept))
     longest = int(n_steps.max()) if n_steps.numel() else 0
     n_rays = origins.shape[0]
     if longest == 0:

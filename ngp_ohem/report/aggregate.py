@@ -22,7 +22,8 @@ RUN_COLUMNS = [
     *KEY_COLUMNS,
     "budget_s", "train_seconds", "steps", "psnr", "ssim", "samples_total", "samples_in_graph",
     "graph_sample_fraction", "max_graph_bytes", "max_peak_mem_bytes", "max_rss_bytes", "eval_views",
-    "n_evals", "device", "backend", "gpu", "cpu", "torch", "torch_threads", "resumed", "run_dir",
+    "n_evals", "device", "backend", "gpu", "cpu", "torch", "torch_threads", "resumed",
+    "clock_contended", "cpu_utilization", "other_cpu_share", "steal_share", "cpus", "run_dir",
 ]  # fmt: skip
 
 
@@ -58,6 +59,7 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
     budget = float(config.get("budget_s", math.nan))
     final = trace.iloc[-1]
     env = summary.get("environment", {})
+    clock = summary.get("clock", {})
     samples_total = int(final["samples_total"])
     row: dict[str, Any] = {
         "dataset": summary.get("dataset", final["dataset"]),
@@ -84,6 +86,11 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
         "torch": env.get("torch", ""),
         "torch_threads": env.get("torch_threads", ""),
         "resumed": bool(summary.get("resumed", False)),
+        "clock_contended": bool(summary.get("clock_contended", False)),
+        "cpu_utilization": float(clock.get("cpu_utilization", math.nan)),
+        "other_cpu_share": float(clock.get("other_cpu_share", math.nan)),
+        "steal_share": float(clock.get("steal_share", math.nan)),
+        "cpus": " ".join(str(c) for c in clock.get("cpus", [])),
         "run_dir": str(folder),
     }
     row.update(flatten(config))
@@ -119,3 +126,15 @@ def write_aggregate(run_dirs: Iterable[str | Path], runs_csv: str | Path, traces
     for path, frame in ((runs_csv, runs), (traces_csv, traces)):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(path, index=False)
+
+
+def contended_runs(runs: pd.DataFrame) -> list[str]:
+    """'scene/method/seed N (other processes X % of cores C)' for every run whose clock was contended."""
+    if "clock_contended" not in runs.columns:
+        return []
+    bad = runs[runs["clock_contended"].astype(bool)]
+    return [
+        f"{r.scene}/{r.method}/seed {r.seed} (other processes {r.other_cpu_share:.0%}, steal {r.steal_share:.0%} "
+        f"of cores {r.cpus})"
+        for r in bad.itertuples()
+    ]

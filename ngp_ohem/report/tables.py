@@ -473,7 +473,35 @@ def build_tables(
         memory_table(runs),
         hard_fraction_table(runs, traces, fractions),
     )
-    return dict(zip(TABLE_NAMES, tables, strict=True))
+    return {name: mark_contended(table, runs) for name, table in zip(TABLE_NAMES, tables, strict=True)}
+
+
+CONTENDED_MARK = "†"
+
+
+def mark_contended(table: Table, runs: pd.DataFrame) -> Table:
+    """Mark with † the scene (and its dataset's mean rows) of every row built from a run whose training
+    clock other processes shared (``clock_contended`` in runs.csv), and count those runs in the note."""
+    if "clock_contended" not in runs.columns or not runs["clock_contended"].astype(bool).any():
+        return table
+    bad = runs[runs["clock_contended"].astype(bool)]
+    scenes = set(zip(bad["dataset"], bad["scene"], strict=True))
+    datasets = {d for d, _ in scenes}
+    display = table.display.copy()
+    for i, row in display.iterrows():
+        dataset, scene = str(row["dataset"]), str(row["scene"])
+        hit = (dataset, scene) in scenes or (
+            scene not in set(runs["scene"]) and (dataset in datasets or dataset == "all")
+        )
+        if hit:
+            display.at[i, "scene"] = f"{scene} {CONTENDED_MARK}"
+    note = (
+        f"{table.note} {CONTENDED_MARK} {len(bad)} of {len(runs)} runs had a contended training clock (other "
+        f"processes or steal took more than the threshold of their cores, see summary.json 'clock'): "
+        + ", ".join(f"{r.scene}/{r.method}/seed {r.seed}" for r in bad.itertuples())
+        + "."
+    )
+    return Table(table.name, table.title, note, table.numeric, display)
 
 
 # -- writers ------------------------------------------------------------------------------------------

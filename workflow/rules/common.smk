@@ -251,3 +251,22 @@ wildcard_constraints:
     scene=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     seed=r"\d+",
     digest=r"[0-9a-f]{10}",
+
+
+def warn_contended_clocks(runs_csv):
+    """At the end of a workflow: name every run whose training clock other processes shared."""
+    if not Path(runs_csv).is_file():
+        return
+    import pandas as pd
+
+    from ngp_ohem.report.aggregate import contended_runs
+
+    bad = contended_runs(pd.read_csv(runs_csv))
+    if bad:
+        print(
+            f"WARNING: {len(bad)} run(s) trained on a contended clock (their equal-time results are not "
+            "comparable; rerun them on idle cores, or set train_overrides: {strict_clock: true}):",
+            file=sys.stderr,
+        )
+        for line in bad:
+            print(f"  {line}", file=sys.stderr)

@@ -27,7 +27,9 @@ rule train:
         device=config["device"],
         preset=config["preset"],
     # A wall-clock budget must not share cores or a GPU: by default a run takes every core Snakemake
-    # was given (train_threads), profiles/default also caps train_slot=1 and gpu=1.
+    # was given (train_threads), profiles/default also caps train_slot=1 and gpu=1. --pin-cores pins
+    # each run to cores no other run holds, so runs that do go side by side (--set-threads train=1
+    # --resources train_slot=2) never share one.
     threads: train_threads()
     resources:
         train_slot=1,
@@ -40,4 +42,4 @@ rule train:
     shell:
         "ngp-ohem train --data {input.data} --method {wildcards.method} --seed {wildcards.seed} "
         "--budget {params.budget} --device {params.device} --preset {params.preset} "
-        "--config {input.overrides} --threads {threads} --out {params.out} --quiet > {log} 2>&1"
+        "--config {input.overrides} --threads {threads} --pin-cores --out {params.out} --quiet > {log} 2>&1"

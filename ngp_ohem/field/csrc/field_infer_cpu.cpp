@@ -1,0 +1,269 @@
+// Fused no-graph evaluation of the whole Instant-NGP field on the CPU (inference mode).
+//
+// What the autograd path computes in five passes over all samples (hash encoding, density MLP,
+// SH direction encoding, concatenation, colour MLP, each writing an (N, width) tensor to memory),
+// this does tile by tile: a tile of kTile samples goes through every stage in buffers that stay in
+// L1/L2, and nothing is kept for a backward pass. Same conventions as ngp_ohem/field/hashgrid.py,
+// ngp_ohem/field/sh.py and NGPField.forward (the reference the tests compare against):
+//   enc = hashgrid(x01); h = density_mlp(enc); raw = [h[0], colour_mlp([sh4(d), h[1:]])]
+// MLPs are bias-free with ReLU between layers. Weights arrive transposed to (in, out), so the inner
+// loop runs over output units (contiguous, vectorised by the compiler for the CPU it builds on).
+// Parallel over chunks through at::parallel_for (torch's intra-op thread count).
+#include <ATen/Parallel.h>
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kTile = 64;     // samples per MLP pass (buffers stay in L1/L2)
+constexpr int64_t kChunk = 1024;  // samples per encoding pass (one level's hot rows reused across them)
+constexpr int64_t kMaxWidth = 256;
+
+struct Level {
+  float scale;
+  int64_t side;
+  bool dense;
+  int64_t offset;
+};
+
+struct Layer {
+  const float* wt;  // (in, out) row-major
+  int64_t in, out;
+};
+
+std::vector<Level> read_levels(const torch::Tensor& scales, const torch::Tensor& sides, const torch::Tensor& dense,
+                               const torch::Tensor& offsets) {
+  const int64_t n = scales.size(0);
+  std::vector<Level> levels(n);
+  auto s = scales.accessor<float, 1>();
+  auto sd = sides.accessor<int64_t, 1>();
+  auto d = dense.accessor<bool, 1>();
+  auto o = offsets.accessor<int64_t, 1>();
+  for (int64_t l = 0; l < n; ++l) levels[l] = Level{s[l], sd[l], d[l], o[l]};
+  return levels;
+}
+
+std::vector<Layer> read_layers(const std::vector<torch::Tensor>& weights) {
+  std::vector<Layer> layers;
+  for (const auto& w : weights) {
+    TORCH_CHECK(w.dim() == 2 && w.is_contiguous() && w.scalar_type() == torch::kFloat32, "weights: (in, out) f32");
+    TORCH_CHECK(w.size(0) <= kMaxWidth && w.size(1) <= kMaxWidth, "layer wider than ", kMaxWidth);
+    layers.push_back(Layer{w.data_ptr<float>(), w.size(0), w.size(1)});
+  }
+  for (size_t i = 1; i < layers.size(); ++i) TORCH_CHECK(layers[i].in == layers[i - 1].out, "layer sizes differ");
+  return layers;
+}
+
+// Hash-grid features of n <= kChunk samples into enc (n, L * F), level-outer so a level's rows stay hot.
+// The file is built without FMA contraction, so the corner choice is the training kernel's bit for bit.
+// Not auto-vectorised: with -march=native GCC turns the corner loop into AVX-512 gathers, which are
+// microcoded on AMD Zen and made this loop 2x slower than scalar loads.
+__attribute__((optimize("no-tree-vectorize"))) void encode_tile(const float* x, int64_t n,
+                                                                const std::vector<Level>& levels, const float* table,
+                                                                int64_t f, uint32_t mask, float* enc) {
+  const int64_t width = static_cast<int64_t>(levels.size()) * f;
+  for (size_t l = 0; l < levels.size(); ++l) {
+    const Level lv = levels[l];
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t base[3];
+      float frac[3];
+      for (int d = 0; d < 3; ++d) {
+        const float xi = x[3 * i + d];
+        const float xc = xi >= 0.0f ? (xi <= 1.0f ? xi : 1.0f) : 0.0f;  // NaN -> 0: never an index out of range
+        const float pos = xc * lv.scale + 0.5f;
+        const float fl = std::floor(pos);
+        base[d] = static_cast<int64_t>(fl);
+        frac[d] = pos - fl;
+      }
+      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int c = 0; c < 8; ++c) {
+        const int64_t cx = base[0] + (c & 1), cy = base[1] + ((c >> 1) & 1), cz = base[2] + ((c >> 2) & 1);
+        const float w = ((c & 1) ? frac[0] : 1.0f - frac[0]) * (((c >> 1) & 1) ? frac[1] : 1.0f - frac[1]) *
+                        (((c >> 2) & 1) ? frac[2] : 1.0f - frac[2]);
+        int64_t local;
+        if (lv.dense) {
+          local = cx + cy * lv.side + cz * lv.side * lv.side;
+        } else {
+          const uint32_t h = static_cast<uint32_t>(cx) ^ (static_cast<uint32_t>(cy) * 2654435761u) ^
+                             (static_cast<uint32_t>(cz) * 805459861u);
+          local = static_cast<int64_t>(h & mask);
+        }
+        const float* row = table + (lv.offset + local) * f;
+        if (f == 2) {
+          acc[0] += w * row[0];
+          acc[1] += w * row[1];
+        } else {
+          for (int64_t k = 0; k < f; ++k) acc[k] += w * row[k];
+        }
+      }
+      float* o = enc + i * width + static_cast<int64_t>(l) * f;
+      for (int64_t k = 0; k < f; ++k) o[k] = acc[k];
+    }
+  }
+}
+
+// out (n, NO) = in (n, ni) @ wt (ni, NO), ReLU'd when relu. NO is a compile-time width so that the
+// accumulators of four samples stay in vector registers; four samples share each weight row.
+template <int NO>
+void dense_fixed(const float* in, int64_t n, int64_t ni, const float* wt, float* out, bool relu) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    float a0[NO], a1[NO], a2[NO], a3[NO];
+    for (int o = 0; o < NO; ++o) a0[o] = a1[o] = a2[o] = a3[o] = 0.0f;
+    const float* r0 = in + i * ni;
+    for (int64_t k = 0; k < ni; ++k) {
+      const float* w = wt + k * NO;
+      const float v0 = r0[k], v1 = r0[ni + k], v2 = r0[2 * ni + k], v3 = r0[3 * ni + k];
+#pragma omp simd
+      for (int o = 0; o < NO; ++o) {
+        a0[o] += v0 * w[o];
+        a1[o] += v1 * w[o];
+        a2[o] += v2 * w[o];
+        a3[o] += v3 * w[o];
+      }
+    }
+    float* d = out + i * NO;
+    for (int o = 0; o < NO; ++o) {
+      d[o] = relu ? std::max(a0[o], 0.0f) : a0[o];
+      d[NO + o] = relu ? std::max(a1[o], 0.0f) : a1[o];
+      d[2 * NO + o] = relu ? std::max(a2[o], 0.0f) : a2[o];
+      d[3 * NO + o] = relu ? std::max(a3[o], 0.0f) : a3[o];
+    }
+  }
+  for (; i < n; ++i) {
+    float a[NO];
+    for (int o = 0; o < NO; ++o) a[o] = 0.0f;
+    for (int64_t k = 0; k < ni; ++k) {
+      const float* w = wt + k * NO;
+      const float v = in[i * ni + k];
+#pragma omp simd
+      for (int o = 0; o < NO; ++o) a[o] += v * w[o];
+    }
+    for (int o = 0; o < NO; ++o) out[i * NO + o] = relu ? std::max(a[o], 0.0f) : a[o];
+  }
+}
+
+// Any other width: the same loops with a runtime width.
+void dense_any(const float* in, int64_t n, const Layer& layer, float* out, bool relu) {
+  const int64_t ni = layer.in, no = layer.out;
+  for (int64_t i = 0; i < n; ++i) {
+    float a[kMaxWidth];
+    for (int64_t o = 0; o < no; ++o) a[o] = 0.0f;
+    for (int64_t k = 0; k < ni; ++k) {
+      const float* w = layer.wt + k * no;
+      const float v = in[i * ni + k];
+#pragma omp simd
+      for (int64_t o = 0; o < no; ++o) a[o] += v * w[o];
+    }
+    for (int64_t o = 0; o < no; ++o) out[i * no + o] = relu ? std::max(a[o], 0.0f) : a[o];
+  }
+}
+
+void dense_tile(const float* in, int64_t n, const Layer& layer, float* out, bool relu) {
+  switch (layer.out) {
+    case 64: return dense_fixed<64>(in, n, layer.in, layer.wt, out, relu);
+    case 32: return dense_fixed<32>(in, n, layer.in, layer.wt, out, relu);
+    case 16: return dense_fixed<16>(in, n, layer.in, layer.wt, out, relu);
+    case 128: return dense_fixed<128>(in, n, layer.in, layer.wt, out, relu);
+    default: return dense_any(in, n, layer, out, relu);
+  }
+}
+
+// Runs an MLP over a tile, ping-ponging between two buffers; returns the buffer holding the output.
+float* mlp_tile(const float* in, int64_t n, const std::vector<Layer>& layers, float* buf_a, float* buf_b) {
+  const float* src = in;
+  float* dst = buf_a;
+  for (size_t j = 0; j < layers.size(); ++j) {
+    dense_tile(src, n, layers[j], dst, j + 1 < layers.size());
+    src = dst;
+    dst = (dst == buf_a) ? buf_b : buf_a;
+  }
+  return const_cast<float*>(src);
+}
+
+// The 16 real SH basis functions of degree < 4 (ngp_ohem/field/sh.py), written to out[0..15].
+inline void sh4(const float* d, float* out) {
+  const float x = d[0], y = d[1], z = d[2];
+  const float xx = x * x, yy = y * y, zz = z * z;
+  out[0] = 0.28209479177387814f;
+  out[1] = -0.48860251190291987f * y;
+  out[2] = 0.48860251190291987f * z;
+  out[3] = -0.48860251190291987f * x;
+  out[4] = 1.0925484305920792f * x * y;
+  out[5] = -1.0925484305920792f * y * z;
+  out[6] = 0.94617469575755997f * zz - 0.31539156525251999f;
+  out[7] = -1.0925484305920792f * x * z;
+  out[8] = 0.54627421529603959f * (xx - yy);
+  out[9] = 0.59004358992664352f * y * (-3.0f * xx + yy);
+  out[10] = 2.8906114426405538f * x * y * z;
+  out[11] = 0.45704579946446572f * y * (1.0f - 5.0f * zz);
+  out[12] = 0.3731763325901154f * z * (5.0f * zz - 3.0f);
+  out[13] = 0.45704579946446572f * x * (1.0f - 5.0f * zz);
+  out[14] = 1.4453057213202769f * z * (xx - yy);
+  out[15] = 0.59004358992664352f * x * (-xx + 3.0f * yy);
+}
+
+}  // namespace
+
+// raw (N, 4) = [density_pre, rgb_pre] of the field at x01 (N, 3) in [0, 1]^3 and unit dirs (N, 3);
+// with density_only, dirs is ignored and the result is density_pre (N,).
+torch::Tensor field_forward(torch::Tensor x01, torch::Tensor dirs, torch::Tensor table, torch::Tensor scales,
+                            torch::Tensor sides, torch::Tensor dense, torch::Tensor offsets, int64_t mask,
+                            std::vector<torch::Tensor> density_wt, std::vector<torch::Tensor> color_wt,
+                            bool density_only) {
+  TORCH_CHECK(x01.dim() == 2 && x01.size(1) == 3 && x01.is_contiguous() && x01.scalar_type() == torch::kFloat32);
+  TORCH_CHECK(table.is_contiguous() && table.scalar_type() == torch::kFloat32);
+  const auto levels = read_levels(scales, sides, dense, offsets);
+  const auto dens = read_layers(density_wt);
+  const auto col = read_layers(color_wt);
+  const int64_t n = x01.size(0), f = table.size(1);
+  const int64_t enc_width = static_cast<int64_t>(levels.size()) * f;
+  TORCH_CHECK(f <= 8 && enc_width <= kMaxWidth && !dens.empty() && dens.front().in == enc_width, "encoding size");
+  const int64_t geo = dens.back().out - 1;
+  if (!density_only) {
+    TORCH_CHECK(dirs.sizes() == x01.sizes() && dirs.is_contiguous() && dirs.scalar_type() == torch::kFloat32);
+    TORCH_CHECK(!col.empty() && col.front().in == 16 + geo && col.back().out == 3, "colour MLP sizes");
+  }
+  auto out = density_only ? torch::empty({n}, x01.options()) : torch::empty({n, 4}, x01.options());
+  const float* xp = x01.data_ptr<float>();
+  const float* dp = density_only ? nullptr : dirs.data_ptr<float>();
+  const float* tp = table.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const uint32_t m = static_cast<uint32_t>(mask);
+  const int64_t n_chunks = (n + kChunk - 1) / kChunk;
+  const int64_t hw = dens.back().out, cw = 16 + geo;
+  at::parallel_for(0, n_chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+    std::vector<float> enc(kChunk * enc_width), a(kTile * kMaxWidth), b(kTile * kMaxWidth), cin(kTile * kMaxWidth);
+    for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+      const int64_t c0 = chunk * kChunk, c_cnt = std::min(kChunk, n - c0);
+      encode_tile(xp + 3 * c0, c_cnt, levels, tp, f, m, enc.data());
+      for (int64_t t0 = 0; t0 < c_cnt; t0 += kTile) {
+        const int64_t start = c0 + t0, cnt = std::min(kTile, c_cnt - t0);
+        const float* h = mlp_tile(enc.data() + t0 * enc_width, cnt, dens, a.data(), b.data());
+        if (density_only) {
+          for (int64_t i = 0; i < cnt; ++i) op[start + i] = h[i * hw];
+          continue;
+        }
+        for (int64_t i = 0; i < cnt; ++i) {
+          sh4(dp + 3 * (start + i), cin.data() + i * cw);
+          for (int64_t k = 0; k < geo; ++k) cin[i * cw + 16 + k] = h[i * hw + 1 + k];
+          op[4 * (start + i)] = h[i * hw];
+        }
+        // h lives in a or b; the colour MLP may overwrite both, so its density was copied out first.
+        const float* rgb = mlp_tile(cin.data(), cnt, col, a.data(), b.data());
+        for (int64_t i = 0; i < cnt; ++i) {
+          for (int k = 0; k < 3; ++k) op[4 * (start + i) + 1 + k] = rgb[i * 3 + k];
+        }
+      }
+    }
+  });
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("field_forward", &field_forward, "fused no-graph Instant-NGP field evaluation (CPU)");
+}

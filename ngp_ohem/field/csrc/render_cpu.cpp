@@ -1,0 +1,246 @@
+// Rendering kernels on the CPU, one ray at a time (OpenMP over rays): ray marching to packed samples,
+// and volume compositing of packed samples with its backward.
+//
+// Marching.
+// The reference (ngp_ohem/render/march.py, march_rays) builds an (rays x longest ray) candidate
+// tensor and filters it; here each ray walks its own steps, tests the occupancy grid cell by cell and
+// writes only the survivors, in two passes (count, then fill at the prefix-sum offsets). Float
+// arithmetic follows the reference operation by operation (built with -ffp-contract=off), so the
+// samples are the same bits:
+//   constant steps: t_k = t_near + (k + u) * dt,  n = clamp(ceil((t_far - t_near) / dt - u), 0, max_steps)
+//   cone steps:     j = first + k (clamped), t = starts[j] + u * widths[j], first/n from the shared boundaries
+//   a step is kept when k < n, t < t_far and the grid cell of origin + t * dir is occupied.
+// With max_samples >= 0 only the longest prefix of rays whose samples fit is kept.
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+struct Walk {
+  const float* o;
+  const float* d;
+  const float* t_near;
+  const float* t_far;
+  const float* u;
+  const int64_t* first;
+  const int64_t* n_steps;
+  const float* starts;  // cone boundaries (nullptr: constant steps)
+  const float* widths;
+  int64_t n_bounds;
+  float dt;
+  float bound, two_bound, res_f;
+  int64_t res;
+  const bool* occupied;
+};
+
+inline bool step_at(const Walk& w, int64_t r, int64_t k, float& t, float& width, float pos[3]) {
+  if (w.starts == nullptr) {
+    t = w.t_near[r] + (static_cast<float>(k) + w.u[r]) * w.dt;
+    width = w.dt;
+  } else {
+    const int64_t j = std::min(w.first[r] + k, w.n_bounds - 1);
+    t = w.starts[j] + w.u[r] * w.widths[j];
+    width = w.widths[j];
+  }
+  if (!(t < w.t_far[r])) return false;
+  int64_t ijk[3];
+  for (int a = 0; a < 3; ++a) {
+    pos[a] = w.o[3 * r + a] + t * w.d[3 * r + a];
+    const float rel = (pos[a] + w.bound) / w.two_bound * w.res_f;
+    ijk[a] = std::min(std::max(static_cast<int64_t>(rel), int64_t{0}), w.res - 1);
+  }
+  return w.occupied[(ijk[0] * w.res + ijk[1]) * w.res + ijk[2]];
+}
+
+}  // namespace
+
+// Returns (positions (N, 3), directions (N, 3), deltas (N,), ray_index (N,), n_rays_kept (1,)).
+std::vector<torch::Tensor> march(torch::Tensor origins, torch::Tensor dirs, torch::Tensor t_near, torch::Tensor t_far,
+                                 torch::Tensor u, torch::Tensor first, torch::Tensor n_steps, torch::Tensor starts,
+                                 torch::Tensor widths, double dt, double bound, torch::Tensor occupied,
+                                 int64_t resolution, int64_t max_samples) {
+  const int64_t n_rays = origins.size(0);
+  for (const auto* t : {&origins, &dirs})
+    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == torch::kFloat32 && t->dim() == 2 && t->size(0) == n_rays &&
+                t->size(1) == 3, "origins/dirs: contiguous float32 (R, 3)");
+  for (const auto* t : {&t_near, &t_far, &u})
+    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == torch::kFloat32 && t->numel() == n_rays, "float32 (R,)");
+  for (const auto* t : {&first, &n_steps})
+    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == torch::kInt64 && t->numel() == n_rays, "int64 (R,)");
+  TORCH_CHECK(starts.numel() == widths.numel() && (starts.numel() == 0 || (starts.is_contiguous() &&
+              widths.is_contiguous() && starts.scalar_type() == torch::kFloat32 &&
+              widths.scalar_type() == torch::kFloat32)), "cone boundaries: float32, equal lengths");
+  TORCH_CHECK(occupied.scalar_type() == torch::kBool && occupied.is_contiguous() &&
+              occupied.numel() == resolution * resolution * resolution, "occupied: bool (res^3,)");
+  const bool cone = starts.numel() > 0;
+  Walk w{origins.data_ptr<float>(), dirs.data_ptr<float>(), t_near.data_ptr<float>(), t_far.data_ptr<float>(),
+         u.data_ptr<float>(), first.data_ptr<int64_t>(), n_steps.data_ptr<int64_t>(),
+         cone ? starts.data_ptr<float>() : nullptr, cone ? widths.data_ptr<float>() : nullptr, starts.numel(),
+         static_cast<float>(dt), static_cast<float>(bound), static_cast<float>(2.0 * bound),
+         static_cast<float>(resolution), resolution, occupied.data_ptr<bool>()};
+  std::vector<int64_t> counts(n_rays + 1, 0);
+#pragma omp parallel for schedule(dynamic, 64)
+  for (int64_t r = 0; r < n_rays; ++r) {
+    int64_t c = 0;
+    float t, width, pos[3];
+    for (int64_t k = 0; k < w.n_steps[r]; ++k) c += step_at(w, r, k, t, width, pos) ? 1 : 0;
+    counts[r + 1] = c;
+  }
+  int64_t kept = n_rays;
+  for (int64_t r = 0; r < n_rays; ++r) {
+    counts[r + 1] += counts[r];
+    if (max_samples >= 0 && counts[r + 1] > max_samples && kept == n_rays) kept = r;
+  }
+  const int64_t n = counts[kept];
+  auto fopt = origins.options();
+  auto positions = torch::empty({n, 3}, fopt), directions = torch::empty({n, 3}, fopt), deltas = torch::empty({n}, fopt);
+  auto ray_index = torch::empty({n}, torch::TensorOptions().dtype(torch::kInt64));
+  float* pp = positions.data_ptr<float>();
+  float* dp = directions.data_ptr<float>();
+  float* ep = deltas.data_ptr<float>();
+  int64_t* rp = ray_index.data_ptr<int64_t>();
+#pragma omp parallel for schedule(dynamic, 64)
+  for (int64_t r = 0; r < kept; ++r) {
+    int64_t s = counts[r];
+    float t, width, pos[3];
+    for (int64_t k = 0; k < w.n_steps[r]; ++k) {
+      if (!step_at(w, r, k, t, width, pos)) continue;
+      for (int a = 0; a < 3; ++a) {
+        pp[3 * s + a] = pos[a];
+        dp[3 * s + a] = w.d[3 * r + a];
+      }
+      ep[s] = width;
+      rp[s] = r;
+      ++s;
+    }
+  }
+  return {positions, directions, deltas, ray_index, torch::tensor({kept})};
+}
+
+// -- compositing -----------------------------------------------------------------------------------
+// The reference is ngp_ohem/render/composite.py: for the samples i of a ray, tau_i = sigma_i * delta_i,
+// T_i = exp(-sum_{j<i} tau_j) (the prefix sum in float64, then float, as the reference does),
+// alive_i = T_i > t_threshold, w_i = T_i * (1 - exp(-tau_i)) * alive_i; colour = sum w_i c_i +
+// (1 - sum w_i) * background. Backward, with s_i = g_colour . (c_i - background) + g_opacity:
+//   dL/dc_i = w_i g_colour,   dL/dsigma_i = delta_i (s_i T_i exp(-tau_i) alive_i - sum_{k>i} w_k s_k)
+// recomputing T_i and w_i from the inputs, so nothing but the inputs is saved for backward.
+
+namespace {
+
+void check_packed(const torch::Tensor& sigma, const torch::Tensor& rgb, const torch::Tensor& deltas,
+                  const torch::Tensor& ray_index, int64_t n_rays, const torch::Tensor& background) {
+  const int64_t n = sigma.numel();
+  TORCH_CHECK(sigma.is_contiguous() && sigma.scalar_type() == torch::kFloat32 && sigma.dim() == 1, "sigma: f32 (N,)");
+  TORCH_CHECK(rgb.is_contiguous() && rgb.scalar_type() == torch::kFloat32 && rgb.numel() == 3 * n, "rgb: f32 (N, 3)");
+  TORCH_CHECK(deltas.is_contiguous() && deltas.scalar_type() == torch::kFloat32 && deltas.numel() == n, "deltas");
+  TORCH_CHECK(ray_index.is_contiguous() && ray_index.scalar_type() == torch::kInt64 && ray_index.numel() == n,
+              "ray_index: int64 (N,)");
+  TORCH_CHECK(background.is_contiguous() && background.scalar_type() == torch::kFloat32 &&
+              background.numel() == 3 * n_rays, "background: f32 (R, 3)");
+  const int64_t* r = ray_index.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i)
+    TORCH_CHECK(r[i] >= 0 && r[i] < n_rays && (i == 0 || r[i] >= r[i - 1]), "ray_index must be sorted in [0, R)");
+}
+
+std::vector<int64_t> ray_starts(const int64_t* ray, int64_t n, int64_t n_rays) {
+  std::vector<int64_t> start(n_rays + 1, n);
+  for (int64_t i = n - 1; i >= 0; --i) start[ray[i]] = i;
+  for (int64_t r = n_rays - 1; r >= 0; --r) start[r] = std::min(start[r], start[r + 1]);
+  return start;
+}
+
+}  // namespace
+
+// Returns (colour (R, 3), opacity (R,), weights (N,)).
+std::vector<torch::Tensor> composite_forward(torch::Tensor sigma, torch::Tensor rgb, torch::Tensor deltas,
+                                             torch::Tensor ray_index, int64_t n_rays, torch::Tensor background,
+                                             double t_threshold) {
+  check_packed(sigma, rgb, deltas, ray_index, n_rays, background);
+  const int64_t n = sigma.size(0);
+  auto colour = torch::empty({n_rays, 3}, sigma.options()), opacity = torch::empty({n_rays}, sigma.options());
+  auto weights = torch::empty({n}, sigma.options());
+  const float *sp = sigma.data_ptr<float>(), *cp = rgb.data_ptr<float>(), *dp = deltas.data_ptr<float>();
+  const float* bg = background.data_ptr<float>();
+  const int64_t* rp = ray_index.data_ptr<int64_t>();
+  float *op = colour.data_ptr<float>(), *ap = opacity.data_ptr<float>(), *wp = weights.data_ptr<float>();
+  const auto start = ray_starts(rp, n, n_rays);
+  const float thr = static_cast<float>(t_threshold);
+#pragma omp parallel for schedule(dynamic, 256)
+  for (int64_t r = 0; r < n_rays; ++r) {
+    double excl = 0.0;
+    float c[3] = {0, 0, 0}, o = 0.0f;
+    for (int64_t i = start[r]; i < start[r + 1]; ++i) {
+      const float tau = sp[i] * dp[i];
+      const float t = std::exp(-static_cast<float>(excl));
+      const float w = (t > thr) ? t * (1.0f - std::exp(-tau)) : 0.0f;
+      wp[i] = w;
+      for (int k = 0; k < 3; ++k) c[k] += w * cp[3 * i + k];
+      o += w;
+      excl += static_cast<double>(tau);
+    }
+    for (int k = 0; k < 3; ++k) op[3 * r + k] = c[k] + (1.0f - o) * bg[3 * r + k];
+    ap[r] = o;
+  }
+  return {colour, opacity, weights};
+}
+
+// Returns (dL/dsigma (N,), dL/drgb (N, 3)).
+std::vector<torch::Tensor> composite_backward(torch::Tensor grad_colour, torch::Tensor grad_opacity,
+                                              torch::Tensor sigma, torch::Tensor rgb, torch::Tensor deltas,
+                                              torch::Tensor ray_index, int64_t n_rays, torch::Tensor background,
+                                              double t_threshold) {
+  check_packed(sigma, rgb, deltas, ray_index, n_rays, background);
+  TORCH_CHECK(grad_colour.is_contiguous() && grad_colour.numel() == 3 * n_rays && grad_opacity.is_contiguous() &&
+              grad_opacity.numel() == n_rays, "gradients: (R, 3) and (R,)");
+  const int64_t n = sigma.size(0);
+  auto grad_sigma = torch::empty_like(sigma), grad_rgb = torch::empty_like(rgb);
+  const float *sp = sigma.data_ptr<float>(), *cp = rgb.data_ptr<float>(), *dp = deltas.data_ptr<float>();
+  const float *bg = background.data_ptr<float>(), *gc = grad_colour.data_ptr<float>();
+  const float* go = grad_opacity.data_ptr<float>();
+  const int64_t* rp = ray_index.data_ptr<int64_t>();
+  float *gs = grad_sigma.data_ptr<float>(), *gr = grad_rgb.data_ptr<float>();
+  const auto start = ray_starts(rp, n, n_rays);
+  const float thr = static_cast<float>(t_threshold);
+#pragma omp parallel for schedule(dynamic, 256)
+  for (int64_t r = 0; r < n_rays; ++r) {
+    const float g[3] = {gc[3 * r], gc[3 * r + 1], gc[3 * r + 2]};
+    const float b[3] = {bg[3 * r], bg[3 * r + 1], bg[3 * r + 2]};
+    // Pass 1: total of w_k s_k over the ray.
+    double excl = 0.0, total = 0.0;
+    for (int64_t i = start[r]; i < start[r + 1]; ++i) {
+      const float tau = sp[i] * dp[i];
+      const float t = std::exp(-static_cast<float>(excl));
+      const float w = (t > thr) ? t * (1.0f - std::exp(-tau)) : 0.0f;
+      const float s = g[0] * (cp[3 * i] - b[0]) + g[1] * (cp[3 * i + 1] - b[1]) + g[2] * (cp[3 * i + 2] - b[2]) + go[r];
+      total += static_cast<double>(w) * s;
+      excl += static_cast<double>(tau);
+    }
+    // Pass 2: gradients, with the suffix sum sum_{k>i} w_k s_k = total - prefix up to i.
+    excl = 0.0;
+    double prefix = 0.0;
+    for (int64_t i = start[r]; i < start[r + 1]; ++i) {
+      const float tau = sp[i] * dp[i];
+      const float t = std::exp(-static_cast<float>(excl));
+      const bool alive = t > thr;
+      const float e = std::exp(-tau);
+      const float w = alive ? t * (1.0f - e) : 0.0f;
+      const float s = g[0] * (cp[3 * i] - b[0]) + g[1] * (cp[3 * i + 1] - b[1]) + g[2] * (cp[3 * i + 2] - b[2]) + go[r];
+      prefix += static_cast<double>(w) * s;
+      const double after = total - prefix;
+      gs[i] = static_cast<float>(dp[i] * ((alive ? static_cast<double>(s) * t * e : 0.0) - after));
+      for (int k = 0; k < 3; ++k) gr[3 * i + k] = w * g[k];
+      excl += static_cast<double>(tau);
+    }
+  }
+  return {grad_sigma, grad_rgb};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("march", &march, "ray marching to packed samples (CPU)");
+  m.def("composite_forward", &composite_forward, "volume compositing of packed samples (CPU)");
+  m.def("composite_backward", &composite_backward, "gradient of composite_forward (CPU)");
+}

@@ -1,0 +1,84 @@
+"""The fused no-graph field evaluation (csrc/field_infer_cpu.cpp) against the module path it replaces."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ngp_ohem.field.hashgrid import HashGridSpec
+from ngp_ohem.field.native import load_field_native, load_native
+from ngp_ohem.field.ngp import FieldSpec, NGPField
+
+pytestmark = pytest.mark.skipif(
+    load_native() is None or load_field_native() is None, reason="native CPU kernels unavailable (no compiler)"
+)
+
+
+def random_field(seed: int, log2_table: int = 14, hidden: int = 64) -> NGPField:
+    """A field with non-trivial weights and table (not the near-zero initial table)."""
+    torch.manual_seed(seed)
+    spec = FieldSpec(HashGridSpec(n_levels=16, log2_table_size=log2_table, max_resolution=512), hidden=hidden)
+    field = NGPField(spec, bound=1.5, fused_inference=True)
+    with torch.no_grad():
+        field.encoding.table.uniform_(-1.0, 1.0)
+        for p in list(field.density_net.parameters()) + list(field.color_net.parameters()):
+            p.mul_(1.5)
+    return field
+
+
+def inputs(n: int, seed: int, spill: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n, 3, generator=g) * 2 - 1) * (1.5 + spill)
+    d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1)
+    return x, d
+
+
+def reference(field: NGPField, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    field.fused_inference = False
+    try:
+        with torch.no_grad():
+            return field(x, d), field.density_raw(x)
+    finally:
+        field.fused_inference = True
+
+
+@pytest.mark.parametrize(("n", "seed"), [(1, 0), (63, 1), (64, 2), (1000, 3), (4097, 4)])
+def test_fused_matches_the_module_path(n: int, seed: int) -> None:
+    field = random_field(seed)
+    x, d = inputs(n, seed)
+    want, want_density = reference(field, x, d)
+    with torch.no_grad():
+        assert field.inference_kernel() is not None
+        got, got_density = field(x, d), field.density_raw(x)
+    scale = want.abs().max()
+    torch.testing.assert_close(got, want, atol=2e-5 * float(scale), rtol=1e-4)
+    torch.testing.assert_close(got_density, want_density, atol=2e-5 * float(scale), rtol=1e-4)
+    assert got.shape == (n, 4) and got_density.shape == (n,)
+
+
+def test_positions_outside_the_box_are_clamped_like_the_reference() -> None:
+    field = random_field(7)
+    x, d = inputs(500, 7, spill=0.5)
+    want, _ = reference(field, x, d)
+    with torch.no_grad():
+        torch.testing.assert_close(field(x, d), want, atol=1e-4, rtol=1e-4)
+
+
+def test_other_widths_and_no_samples() -> None:
+    field = random_field(8, log2_table=12, hidden=32)
+    x, d = inputs(130, 8)
+    want, _ = reference(field, x, d)
+    with torch.no_grad():
+        torch.testing.assert_close(field(x, d), want, atol=1e-4, rtol=1e-4)
+        assert field(x[:0], d[:0]).shape == (0, 4)
+
+
+def test_grad_mode_keeps_the_autograd_path() -> None:
+    """With autograd on, the module path runs (the fused kernel has no backward)."""
+    field = random_field(9)
+    x, d = inputs(50, 9)
+    assert field.inference_kernel() is None
+    out = field(x, d)
+    assert out.requires_grad
+    out.sum().backward()
+    assert field.encoding.table.grad is not None
