@@ -16,7 +16,6 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ngp_ohem.errors import ConfigError
@@ -52,19 +51,6 @@ def _parse_cpu_list(text: str) -> list[int]:
     return out
 
 
-@dataclass
-class CoreClaim:
-    """Cores held by this process: the pinned logical CPUs and the open lock files."""
-
-    cpus: list[int]
-    _files: list[int] = field(default_factory=list, repr=False)
-
-    def release(self) -> None:
-        for fd in self._files:
-            os.close(fd)
-        self._files.clear()
-
-
 def _try_lock(path: Path) -> int | None:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -77,8 +63,9 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
-def claim_cores(n: int, lock_dir: Path | None = None, poll_s: float = 1.0) -> CoreClaim:
-    """Lock ``n`` free physical cores (waiting while other runs hold them) and pin this process to them.
+def claim_cores(n: int, lock_dir: Path | None = None, poll_s: float = 1.0) -> list[int]:
+    """Lock ``n`` free physical cores (waiting while other runs hold them), pin this process to them and
+    return the pinned CPUs. The locks are held until the process ends (their files stay open).
 
     ``n = 0`` means every core of the affinity. Call it before torch starts its thread pool: threads
     created later inherit the pinning.
@@ -100,9 +87,9 @@ def claim_cores(n: int, lock_dir: Path | None = None, poll_s: float = 1.0) -> Co
             if fd is not None:
                 held.append((fd, logical))
                 if len(held) == want:
-                    claim = CoreClaim([c[0] for _, c in held], [fd for fd, _ in held])
-                    os.sched_setaffinity(0, claim.cpus)
-                    return claim
+                    cpus = [logical[0] for _, logical in held]
+                    os.sched_setaffinity(0, cpus)
+                    return cpus
         for fd, _ in held:
             os.close(fd)
         if not announced:

@@ -292,18 +292,20 @@ class Trainer:
             return list(range(n))
         return sorted({round(i * (n - 1) / max(want - 1, 1)) for i in range(want)})
 
+    def render_view(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rendered and ground-truth test view ``i`` (H, W, 3), both on the evaluation background."""
+        image = self.scene.test.images[i]
+        bg = torch.tensor(protocol.EVAL_BACKGROUND).expand(*image.shape[:2], 3)
+        return self.render_image(self.scene.test.poses[i]), protocol.composite_target(image, bg)
+
     def evaluate(self, final: bool) -> tuple[float, float, int]:
         views = self.eval_views(final)
-        bg = torch.tensor(protocol.EVAL_BACKGROUND)
         psnrs, ssims = [], []
         self.field.eval()
         for i in views:
             if self._stop_signal is not None:
                 raise Preempted
-            pred = self.render_image(self.scene.test.poses[i])
-            gt = protocol.composite_target(
-                self.scene.test.images[i], bg.expand(*self.scene.test.images[i].shape[:2], 3)
-            )
+            pred, gt = self.render_view(i)
             psnrs.append(psnr(pred, gt))
             ssims.append(ssim(pred, gt))
             if final and i == views[0]:
@@ -428,13 +430,9 @@ class Trainer:
         interrupted after the final checkpoint deletes the declared outputs on rerun)."""
         if (self.out / "render_test0.png").exists() and (self.out / "gt_test0.png").exists():
             return
-        i = self.eval_views(final=True)[0]
-        bg = torch.tensor(protocol.EVAL_BACKGROUND)
         self.field.eval()
-        pred = self.render_image(self.scene.test.poses[i])
+        self.save_render(*self.render_view(self.eval_views(final=True)[0]))
         self.field.train()
-        image = self.scene.test.images[i]
-        self.save_render(pred, protocol.composite_target(image, bg.expand(*image.shape[:2], 3)))
 
     def clock_report(self) -> dict[str, Any]:
         """The training clock's quality over the whole run (all sessions), for summary.json."""

@@ -90,11 +90,15 @@ class _Reader:
         return out
 
 
-def _camera(path: Path, model: int, width: int, height: int, params: list[float]) -> ColmapCamera:
+def _model(path: Path, model: int) -> tuple[str, int, tuple[int, int, int, int]]:
     if model not in CAMERA_MODELS:
         known = ", ".join(name for name, _, _ in CAMERA_MODELS.values())
         raise DatasetError(f"{path}: unsupported COLMAP camera model id {model} (supported: {known})")
-    fx, fy, cx, cy = (params[i] for i in CAMERA_MODELS[model][2])
+    return CAMERA_MODELS[model]
+
+
+def _camera(path: Path, model: int, width: int, height: int, params: list[float]) -> ColmapCamera:
+    fx, fy, cx, cy = (params[i] for i in _model(path, model)[2])
     if width <= 0 or height <= 0 or fx <= 0 or fy <= 0:
         raise DatasetError(f"{path}: camera with non-positive size or focal length")
     return ColmapCamera(int(width), int(height), float(fx), float(fy), float(cx), float(cy))
@@ -106,9 +110,7 @@ def _read_cameras(folder: Path) -> dict[int, ColmapCamera]:
         r = _Reader(folder / "cameras.bin")
         for _ in range(r.take("Q")[0]):
             cam_id, model, width, height = r.take("iiQQ")
-            n_params = CAMERA_MODELS.get(model, ("", 0, ()))[1]
-            if model not in CAMERA_MODELS:
-                _camera(r.path, model, 1, 1, [])
+            n_params = _model(r.path, model)[1]
             cams[cam_id] = _camera(r.path, model, width, height, list(r.take("d" * n_params)))
         return cams
     path = folder / "cameras.txt"

@@ -34,11 +34,10 @@ from ngp_ohem.errors import DatasetError
 
 @dataclass(frozen=True)
 class Framed:
-    """A capture in the box frame: poses (N, 4, 4) OpenGL, bounds (N, 2) z-depths, and the scale used."""
+    """A capture in the box frame: poses (N, 4, 4) OpenGL and bounds (N, 2) z-depths."""
 
     c2w: np.ndarray
     bounds: np.ndarray
-    scale: float
 
 
 def _normalize(v: np.ndarray) -> np.ndarray:
@@ -87,4 +86,4 @@ def frame_capture(c2w: np.ndarray, bounds: np.ndarray, corners: np.ndarray, boun
     scale = bound / (0.5 * float((hi - lo).max()))
     out = aligned.copy()
     out[:, :3, 3] = (aligned[:, :3, 3] - 0.5 * (lo + hi)) * scale
-    return Framed(out, bounds * scale, scale)
+    return Framed(out, bounds * scale)

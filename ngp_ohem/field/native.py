@@ -85,9 +85,21 @@ def clear_stale_lock(
         sleep(poll_s)
 
 
+def headers_tag() -> str:
+    """A hash of the shared headers in csrc/: torch's JIT build hashes the sources and flags but not the
+    headers they include, so the tag goes into the flags to rebuild when a header changes."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for header in sorted(SOURCE.parent.glob("*.h")):
+        digest.update(header.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _build(name: str, source: Path, cflags: list[str], per_cpu: bool, what: str) -> ModuleType | None:
     if os.environ.get("NGP_OHEM_NATIVE", "1") == "0":
         return None
+    cflags = [*cflags, f"-DNGP_OHEM_HEADERS={headers_tag()}"]
     try:
         from torch.utils.cpp_extension import load
 

@@ -76,9 +76,8 @@ class NGPField(nn.Module):
     ``inference_mode``: mining's first pass, occupancy-grid queries, evaluation renders) on the CPU
     run the whole field through one fused native kernel (``csrc/field_infer_cpu.cpp``) that stores
     nothing for backward; the tests compare it with the module path. It is off by default because
-    it is not faster yet: measured at 2^16 samples, 2 threads, it took 56-84 ms against 54-61 ms for
-    the module path without a graph (the native encoding plus torch's matmuls), its hash-grid
-    gathers being the slow part (benchmarks/README.md, issue 12).
+    it is not faster yet: at 2^16 samples, 2 threads, it costs about what the module path without a
+    graph costs (68 vs 70 ms, both ~0.9 of a graph forward; benchmarks/README.md, issue 12).
     """
 
     backend = "torch"

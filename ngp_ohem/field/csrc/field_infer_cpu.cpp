@@ -12,6 +12,8 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include "hashgrid_levels.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -19,33 +21,18 @@
 
 namespace {
 
+using ngp_ohem::corners;
+using ngp_ohem::Level;
+using ngp_ohem::read_levels;
+
 constexpr int64_t kTile = 64;     // samples per MLP pass (buffers stay in L1/L2)
 constexpr int64_t kChunk = 1024;  // samples per encoding pass (one level's hot rows reused across them)
 constexpr int64_t kMaxWidth = 256;
-
-struct Level {
-  float scale;
-  int64_t side;
-  bool dense;
-  int64_t offset;
-};
 
 struct Layer {
   const float* wt;  // (in, out) row-major
   int64_t in, out;
 };
-
-std::vector<Level> read_levels(const torch::Tensor& scales, const torch::Tensor& sides, const torch::Tensor& dense,
-                               const torch::Tensor& offsets) {
-  const int64_t n = scales.size(0);
-  std::vector<Level> levels(n);
-  auto s = scales.accessor<float, 1>();
-  auto sd = sides.accessor<int64_t, 1>();
-  auto d = dense.accessor<bool, 1>();
-  auto o = offsets.accessor<int64_t, 1>();
-  for (int64_t l = 0; l < n; ++l) levels[l] = Level{s[l], sd[l], d[l], o[l]};
-  return levels;
-}
 
 std::vector<Layer> read_layers(const std::vector<torch::Tensor>& weights) {
   std::vector<Layer> layers;
@@ -59,7 +46,8 @@ std::vector<Layer> read_layers(const std::vector<torch::Tensor>& weights) {
 }
 
 // Hash-grid features of n <= kChunk samples into enc (n, L * F), level-outer so a level's rows stay hot.
-// The file is built without FMA contraction, so the corner choice is the training kernel's bit for bit.
+// Corners from hashgrid_levels.h, as the training encoder picks them (this file too is built without
+// FMA contraction).
 // Not auto-vectorised: with -march=native GCC turns the corner loop into AVX-512 gathers, which are
 // microcoded on AMD Zen and made this loop 2x slower than scalar loads.
 __attribute__((optimize("no-tree-vectorize"))) void encode_tile(const float* x, int64_t n,
@@ -69,36 +57,13 @@ __attribute__((optimize("no-tree-vectorize"))) void encode_tile(const float* x, 
   for (size_t l = 0; l < levels.size(); ++l) {
     const Level lv = levels[l];
     for (int64_t i = 0; i < n; ++i) {
-      int64_t base[3];
-      float frac[3];
-      for (int d = 0; d < 3; ++d) {
-        const float xi = x[3 * i + d];
-        const float xc = xi >= 0.0f ? (xi <= 1.0f ? xi : 1.0f) : 0.0f;  // NaN -> 0: never an index out of range
-        const float pos = xc * lv.scale + 0.5f;
-        const float fl = std::floor(pos);
-        base[d] = static_cast<int64_t>(fl);
-        frac[d] = pos - fl;
-      }
+      int64_t idx[8];
+      float w[8];
+      corners(x + 3 * i, lv, mask, idx, w);
       float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
       for (int c = 0; c < 8; ++c) {
-        const int64_t cx = base[0] + (c & 1), cy = base[1] + ((c >> 1) & 1), cz = base[2] + ((c >> 2) & 1);
-        const float w = ((c & 1) ? frac[0] : 1.0f - frac[0]) * (((c >> 1) & 1) ? frac[1] : 1.0f - frac[1]) *
-                        (((c >> 2) & 1) ? frac[2] : 1.0f - frac[2]);
-        int64_t local;
-        if (lv.dense) {
-          local = cx + cy * lv.side + cz * lv.side * lv.side;
-        } else {
-          const uint32_t h = static_cast<uint32_t>(cx) ^ (static_cast<uint32_t>(cy) * 2654435761u) ^
-                             (static_cast<uint32_t>(cz) * 805459861u);
-          local = static_cast<int64_t>(h & mask);
-        }
-        const float* row = table + (lv.offset + local) * f;
-        if (f == 2) {
-          acc[0] += w * row[0];
-          acc[1] += w * row[1];
-        } else {
-          for (int64_t k = 0; k < f; ++k) acc[k] += w * row[k];
-        }
+        const float* row = table + idx[c] * f;
+        for (int64_t k = 0; k < f; ++k) acc[k] += w[c] * row[k];
       }
       float* o = enc + i * width + static_cast<int64_t>(l) * f;
       for (int64_t k = 0; k < f; ++k) o[k] = acc[k];

@@ -1,67 +1,19 @@
 // Fused multiresolution hash encoding for CPU (forward and table gradient), OpenMP-parallel.
 //
-// Same conventions as ngp_ohem/field/hashgrid.py (the reference): positions in [0, 1]^3 are
-// clamped, level l maps x to p = x * scale_l + 0.5, trilinear interpolation over the 8 corners,
-// dense indexing for levels flagged dense, otherwise the spatial hash with primes
-// (1, 2654435761, 805459861) masked to the table size. Forward is parallel over samples; the
+// Conventions of ngp_ohem/field/hashgrid.py (the reference), corners from hashgrid_levels.h. Forward is parallel over samples; the
 // backward scatter is parallel over levels, whose table rows are disjoint, so it needs no atomics.
 #include <torch/extension.h>
+
+#include "hashgrid_levels.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
-namespace {
-
-struct Level {
-  float scale;
-  int64_t side;
-  bool dense;
-  int64_t offset;
-};
-
-std::vector<Level> read_levels(const torch::Tensor& scales, const torch::Tensor& sides, const torch::Tensor& dense,
-                               const torch::Tensor& offsets) {
-  const int64_t n = scales.size(0);
-  std::vector<Level> levels(n);
-  auto s = scales.accessor<float, 1>();
-  auto sd = sides.accessor<int64_t, 1>();
-  auto d = dense.accessor<bool, 1>();
-  auto o = offsets.accessor<int64_t, 1>();
-  for (int64_t l = 0; l < n; ++l) levels[l] = Level{s[l], sd[l], d[l], o[l]};
-  return levels;
-}
-
-inline void corners(const float* x, const Level& lv, uint32_t mask, int64_t idx[8], float w[8]) {
-  int64_t base[3];
-  float frac[3];
-  for (int d = 0; d < 3; ++d) {
-    const float xc = std::min(std::max(x[d], 0.0f), 1.0f);
-    const float pos = xc * lv.scale + 0.5f;
-    const float fl = std::floor(pos);
-    base[d] = static_cast<int64_t>(fl);
-    frac[d] = pos - fl;
-  }
-  for (int c = 0; c < 8; ++c) {
-    const int64_t cx = base[0] + (c & 1), cy = base[1] + ((c >> 1) & 1), cz = base[2] + ((c >> 2) & 1);
-    const float wx = (c & 1) ? frac[0] : 1.0f - frac[0];
-    const float wy = ((c >> 1) & 1) ? frac[1] : 1.0f - frac[1];
-    const float wz = ((c >> 2) & 1) ? frac[2] : 1.0f - frac[2];
-    w[c] = wx * wy * wz;
-    int64_t local;
-    if (lv.dense) {
-      local = cx + cy * lv.side + cz * lv.side * lv.side;
-    } else {
-      const uint32_t h = static_cast<uint32_t>(cx) ^ (static_cast<uint32_t>(cy) * 2654435761u) ^
-                         (static_cast<uint32_t>(cz) * 805459861u);
-      local = static_cast<int64_t>(h & mask);
-    }
-    idx[c] = lv.offset + local;
-  }
-}
-
-}  // namespace
+using ngp_ohem::corners;
+using ngp_ohem::Level;
+using ngp_ohem::read_levels;
 
 torch::Tensor hashgrid_forward(torch::Tensor x, torch::Tensor table, torch::Tensor scales, torch::Tensor sides,
                                torch::Tensor dense, torch::Tensor offsets, int64_t mask) {
