@@ -59,6 +59,7 @@ def save(trainer: Trainer) -> None:
         "next_eval": trainer.next_eval,
         "final_recorded": trainer.final_recorded,
         "cpu_total": dataclasses.asdict(trainer.meter.total),
+        "governor": trainer.governor.state_dict(),
     }
     save_torch(path_of(trainer), state)
 
@@ -107,6 +108,7 @@ def try_resume(trainer: Trainer) -> bool:
             "cpu_total": CpuWindow(**state["cpu_total"])
             if "cpu_total" in state
             else CpuWindow(wall=float(state["clock_seconds"])),
+            "governor": state.get("governor", {"reductions": 0, "reduced_seconds": 0.0}),
         }
     except Exception as exc:
         _restore_stateful(trainer, fresh)
@@ -127,4 +129,5 @@ def try_resume(trainer: Trainer) -> bool:
     trainer.next_eval = scalars["next_eval"]
     trainer.final_recorded = scalars["final_recorded"]
     trainer.meter.total = scalars["cpu_total"]
+    trainer.governor.load_state_dict(scalars["governor"])
     return True

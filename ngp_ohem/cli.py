@@ -8,16 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
-
-# OpenMP threads that spin at barriers collapse when another process holds one of their cores (a
-# 2-thread run then made 0.23x its idle steps); sleeping threads degrade with the CPU they lose.
-# libgomp reads this when torch loads it, so it is set before anything imports torch; a value the
-# user exported wins. The idle cost and the hogged gain are measured in benchmarks/README.md.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import yaml
 

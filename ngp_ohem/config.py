@@ -61,6 +61,7 @@ SCHEMA: dict[str, Any] = _section(
                 "max_rays": _POS_INT,
                 "grid_warmup_steps": {"type": "integer", "minimum": 0},
                 "grid_update_every": _POS_INT,
+                "grid_ramp": {"type": "boolean"},
                 "t_threshold": _FRACTION,
                 "cone_angle": {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"const": "auto"}]},
             }
@@ -88,6 +89,7 @@ SCHEMA: dict[str, Any] = _section(
         "checkpoint_every_s": _POS_NUM,
         "step_limit": {"type": "integer", "minimum": 0},
         "strict_clock": {"type": "boolean"},
+        "adaptive_threads": {"type": "boolean"},
     }
 )
 
@@ -118,6 +120,7 @@ DEFAULTS: dict[str, Any] = {
         "max_rays": 1 << 16,
         "grid_warmup_steps": 256,
         "grid_update_every": 16,
+        "grid_ramp": False,  # True: Instant-NGP's every-step start (render/occupancy.py)
         "t_threshold": 1e-4,
         "cone_angle": "auto",  # per dataset, see protocol.CONE_ANGLE
     },
@@ -128,13 +131,14 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint_every_s": 15.0,
     "step_limit": 0,  # 0: none; >0 stops after that many steps even within the budget (regression checks)
     "strict_clock": False,  # fail (and discard) a run whose clock other processes shared (see clock.py)
+    "adaptive_threads": True,  # run on the free cores while other processes hold some (see threads.py)
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "cpu": {
         "field": {"log2_table_size": 17},
-        "render": {"grid_resolution": 64, "target_samples": 1 << 16, "initial_rays": 1024, "grid_warmup_steps": 64},
+        "render": {"grid_resolution": 64, "target_samples": 1 << 16, "initial_rays": 1024},
         "eval": {"subset_views": 4},
     },
 }

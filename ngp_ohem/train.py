@@ -54,6 +54,7 @@ from ngp_ohem.rays import RaySampler, image_rays
 from ngp_ohem.render.inference import render_rays
 from ngp_ohem.render.march import Stepping, march_rays
 from ngp_ohem.render.occupancy import OccupancyGrid
+from ngp_ohem.threads import ThreadGovernor
 
 TRACE_COLUMNS = (
     "dataset", "scene", "method", "seed", "backend", "device", "step", "train_seconds",
@@ -176,6 +177,7 @@ class Trainer:
             self.stepping.dt_min,
             warmup_steps=r["grid_warmup_steps"],
             update_every=r["grid_update_every"],
+            ramp=r["grid_ramp"],
             device=self.device,
         )
         k = scene.train.intrinsics
@@ -184,6 +186,8 @@ class Trainer:
         self.sampler = RaySampler(scene.train, self.device, self.generator)
         self.meter = ContentionMeter()
         self.clock = TrainingClock(self.device, meter=self.meter)
+        self.threads = torch.get_num_threads()  # the configured count (the governor may run fewer)
+        self.governor = ThreadGovernor(self.threads, len(self.meter.cpus))
         self.schedule = geometric_schedule(cfg.budget_s, cfg.eval["n_evals"], cfg.eval["first_fraction"])
         self.step = 0
         self.n_rays = float(r["initial_rays"])
@@ -359,7 +363,7 @@ class Trainer:
                 "loss": w.loss / steps,
                 "eval_views": n_views,
                 "occupancy": round(self.grid.occupancy_fraction(), 5),
-                **self.meter.take_window().figures(torch.get_num_threads(), len(self.meter.cpus)),
+                **self.meter.take_window().figures(self.threads, len(self.meter.cpus)),
             }
         )
         self.phase_totals = {k: self.phase_totals.get(k, 0.0) + v for k, v in w.phases.items()}
@@ -416,6 +420,8 @@ class Trainer:
             before = self.clock.seconds
             with self.clock.running():
                 self.train_step()
+            if self.cfg.adaptive_threads:
+                self.governor.check(self.meter.total)
             bar.update(round(self.clock.seconds, 1) - round(before, 1))
             self.record_due()
             if self._stop_signal is not None:
@@ -436,7 +442,7 @@ class Trainer:
 
     def clock_report(self) -> dict[str, Any]:
         """The training clock's quality over the whole run (all sessions), for summary.json."""
-        figures = self.meter.total.figures(torch.get_num_threads(), len(self.meter.cpus))
+        figures = self.meter.total.figures(self.threads, len(self.meter.cpus))
         return {
             **figures,
             "contended": is_contended(figures),
@@ -444,7 +450,8 @@ class Trainer:
             "rule": "contended when other processes plus steal took more than threshold of the run's cores "
             "(other_cpu_share + steal_share, from /proc/stat over the training time)",
             "cpus": self.meter.cpus,
-            "threads": torch.get_num_threads(),
+            **self.governor.report(),
+            "adaptive_threads": self.cfg.adaptive_threads,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
         }
 

@@ -305,8 +305,20 @@ def x_positive_cells(grid: OccupancyGrid) -> torch.Tensor:
     return torch.arange(grid.n_cells) // (r * r) >= r // 2
 
 
+def test_occupancy_schedules_authors_fixed_and_instant_ngp_ramp() -> None:
+    """The authors' torch-ngp updates every 16 steps from the start; Instant-NGP's ramp updates every step
+    for the first 32 steps, then every 2, 3, ... up to 16 (46 updates in the first 64 steps)."""
+    fixed = OccupancyGrid(BOUND, 8, DT, update_every=16)
+    ramp = OccupancyGrid(BOUND, 8, DT, update_every=16, ramp=True)
+    assert [s for s in range(1, 65) if fixed.due(s)] == [16, 32, 48, 64]
+    ramp_steps = [s for s in range(1, 65) if ramp.due(s)]
+    assert ramp_steps[:32] == list(range(1, 33)) and 34 in ramp_steps and 35 not in ramp_steps
+    assert len(ramp_steps) == 32 + 8 + 5 + 1  # steps 1-32, 34-48 by 2, 51-63 by 3, 64
+    assert [s for s in range(1000, 1100) if ramp.due(s)] == [s for s in range(1000, 1100) if fixed.due(s)]
+
+
 def test_occupancy_update_marks_dense_cells_and_decays() -> None:
-    grid = OccupancyGrid(BOUND, 8, DT, warmup_steps=100, update_every=4)
+    grid = OccupancyGrid(BOUND, 8, DT, warmup_steps=100, update_every=4, ramp=True)
     assert grid.occupied.all() and grid.occupancy_fraction() == 1.0  # before the first update
     assert not grid.due(0)
     late = 16 * 4 * 10  # long after any start-up schedule: every update_every steps

@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -349,5 +350,6 @@ def test_huge_learning_rate_stops_with_a_one_line_error(
     assert cli.main(train_args(scene, out, 2.0, "--set", "optim.lr=1e30")) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("ngp-ohem: error: training diverged at step"), err
-    assert "lr 1e+30" in err and "density collapsed" in err, err
+    # Whichever comes first: the loss turns NaN, or a grid update finds no density left.
+    assert re.search(r"\(lr [0-9.]+e\+(29|30)\)", err) and ("density collapsed" in err or "loss is nan" in err), err
     assert not (out / "summary.json").exists()

@@ -1,10 +1,12 @@
 """The occupancy (density) grid that lets ray marching skip empty space.
 
 Follows Instant-NGP: a single cascade of ``resolution^3`` cells over the scene box holding an EMA
-of the field's density (decay 0.95, new = max(old * decay, sampled density)); every
-``clamp(step // 16, 1, update_every)`` steps it re-samples the density at one random point per chosen cell — all cells
-during the first ``warmup_steps`` steps, afterwards a uniformly random quarter plus a quarter drawn
-among currently occupied cells. A cell is occupied when its density exceeds
+of the field's density (decay 0.95, new = max(old * decay, sampled density)); every ``update_every``
+steps (the authors' torch-ngp schedule) or, with ``ramp``, every ``clamp(step // 16, 1, update_every)``
+steps (Instant-NGP's, which updates every step at first: 46 full updates in the first 64 steps, the
+whole budget of a short CPU run) it re-samples the density at one random point per chosen cell — all
+cells during the first ``warmup_steps`` steps, afterwards a uniformly random quarter plus a quarter
+drawn among currently occupied cells. A cell is occupied when its density exceeds
 ``min(mean density, min_optical_thickness / step_size)`` (Instant-NGP's 0.01 optical thickness per
 marching step). Until the first update every cell counts as occupied.
 """
@@ -28,6 +30,7 @@ class OccupancyGrid:
         min_optical_thickness: float = 0.01,
         warmup_steps: int = 256,
         update_every: int = 16,
+        ramp: bool = False,
         device: torch.device | str = "cpu",
     ) -> None:
         self.bound = float(bound)
@@ -36,6 +39,7 @@ class OccupancyGrid:
         self.density_threshold = min_optical_thickness / step_size
         self.warmup_steps = warmup_steps
         self.update_every = update_every
+        self.ramp = ramp
         n = self.resolution**3
         self.density = torch.zeros(n, device=device)
         self.occupied = torch.ones(n, dtype=torch.bool, device=device)
@@ -88,7 +92,10 @@ class OccupancyGrid:
         return (ijk + u) / r * (2.0 * self.bound) - self.bound
 
     def interval(self, step: int) -> int:
-        """Steps between updates: every step at first, growing to ``update_every`` (Instant-NGP)."""
+        """Steps between updates: ``update_every``, or with ``ramp`` every step at first, growing to
+        ``update_every`` (Instant-NGP)."""
+        if not self.ramp:
+            return self.update_every
         return min(max(step // 16, 1), self.update_every)
 
     def due(self, step: int) -> bool:
