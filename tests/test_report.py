@@ -403,6 +403,8 @@ def finished_workflow(tmp_path: Path) -> tuple[Path, Path]:
     """results/ (runs.csv, traces.csv, tables) and figures/ as the workflow leaves them."""
     traces = synthetic_traces()
     runs = runs_from(traces).assign(device="cpu", gpu=np.nan, cpu="Test CPU", torch_threads=2, torch="2.13.0+cpu")
+    keys = ["scene", "method", "seed"]
+    runs = runs.merge(traces.groupby(keys, as_index=False)["step"].max().rename(columns={"step": "steps"}), on=keys)
     results = tmp_path / "results"
     results.mkdir()
     runs.to_csv(results / "runs.csv", index=False)
@@ -423,6 +425,10 @@ def test_readme_section_is_regenerated_between_markers(tmp_path: Path) -> None:
     assert text.count(readme.START) == 1 and "### Speed-up of hsm" in text and "8 runs" in text
     assert "Test CPU, 2 torch threads" in text and "](docs/results/mean_psnr_vs_time.png)" in text
     assert (tmp_path / "docs" / "results" / "mean_psnr_vs_time.png").stat().st_size > 1000
+    runs = pd.read_csv(results / "runs.csv")
+    shows = next(line for line in text.splitlines() if line.startswith("What it shows: "))
+    for scene in runs["scene"].unique():
+        assert f"{scene}: hsm ends at b/B " in shows, shows
 
 
 def test_readme_update_refuses_a_page_without_markers(tmp_path: Path) -> None:
