@@ -3,7 +3,7 @@
 A run's configuration is a nested dict validated against :data:`SCHEMA` (unknown keys and
 out-of-range values are rejected with a message naming the key) and then frozen into
 :class:`RunConfig`. Two presets exist because the paper's GPU settings do not fit a 2-core CPU:
-``paper`` (Instant-NGP / torch-ngp defaults: 2^19 table, 128^3 grid, 2^18 samples per step) and
+``paper`` (the authors' recipe, item by item in ngp_ohem/recipe.py: 2^19 table, 128^3 grid, 2^18 samples) and
 ``cpu`` (smaller table and grid, 2^16 samples per step). ``auto`` picks by device.
 """
 
@@ -49,6 +49,9 @@ SCHEMA: dict[str, Any] = _section(
                 "max_resolution_per_bound": _POS_NUM,
                 "hidden": _POS_INT,
                 "geo_features": _POS_INT,
+                "density_layers": _POS_INT,
+                "color_layers": _POS_INT,
+                "color_hidden": {"type": "integer", "minimum": 0},
             }
         ),
         "render": _section(
@@ -62,6 +65,9 @@ SCHEMA: dict[str, Any] = _section(
                 "grid_warmup_steps": {"type": "integer", "minimum": 0},
                 "grid_update_every": _POS_INT,
                 "grid_ramp": {"type": "boolean"},
+                "grid_max_density": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"const": "optical"}]},
+                "llff_cone_angle": {"type": "number", "minimum": 0, "maximum": 1},
+                "train_background": {"enum": ["random", "white"]},
                 "t_threshold": _FRACTION,
                 "cone_angle": {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"const": "auto"}]},
             }
@@ -90,6 +96,7 @@ SCHEMA: dict[str, Any] = _section(
         "step_limit": {"type": "integer", "minimum": 0},
         "strict_clock": {"type": "boolean"},
         "adaptive_threads": {"type": "boolean"},
+        "preset": {"type": "string"},  # set by build_config: the preset the run started from
     }
 )
 
@@ -110,6 +117,9 @@ DEFAULTS: dict[str, Any] = {
         "max_resolution_per_bound": 2048.0,
         "hidden": 64,
         "geo_features": 15,
+        "density_layers": 2,
+        "color_layers": 2,
+        "color_hidden": 32,
     },
     "render": {
         "grid_resolution": 128,
@@ -121,10 +131,13 @@ DEFAULTS: dict[str, Any] = {
         "grid_warmup_steps": 256,
         "grid_update_every": 16,
         "grid_ramp": False,  # True: Instant-NGP's every-step start (render/occupancy.py)
+        "grid_max_density": 10.0,  # occupancy threshold min(mean, this); "optical": 0.01 / step size
+        "llff_cone_angle": 1.0 / 256,  # cone_angle "auto" on LLFF (0 on Blender)
+        "train_background": "white",
         "t_threshold": 1e-4,
-        "cone_angle": "auto",  # per dataset, see protocol.CONE_ANGLE
+        "cone_angle": "auto",  # per dataset: 0 on Blender, llff_cone_angle on LLFF (protocol.cone_angle)
     },
-    "optim": {"lr": 4e-3, "eps": 1e-15, "beta1": 0.9, "beta2": 0.99, "lr_final_factor": 0.1},
+    "optim": {"lr": 4e-3, "eps": 1e-15, "beta1": 0.9, "beta2": 0.999, "lr_final_factor": 1.0},
     "mining": {"min_fraction": 0.05, "max_fraction": 0.5, "tau_decay": 0.99, "unbiased": False},
     "eval": {"n_evals": 8, "first_fraction": 1 / 64, "subset_views": 8, "final_views": 0, "chunk_rays": 1 << 14},
     # Training seconds between checkpoints: what a kill -9 can lose (a checkpoint pauses the clock).
@@ -136,9 +149,18 @@ DEFAULTS: dict[str, Any] = {
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
+    # Every difference from "paper" is a row of ngp_ohem/recipe.py, with its reason.
     "cpu": {
-        "field": {"log2_table_size": 17},
-        "render": {"grid_resolution": 64, "target_samples": 1 << 16, "initial_rays": 1024},
+        "field": {"log2_table_size": 17, "density_layers": 1, "color_hidden": 0},
+        "render": {
+            "grid_resolution": 64,
+            "target_samples": 1 << 16,
+            "initial_rays": 1024,
+            "grid_max_density": "optical",
+            "llff_cone_angle": 1.0 / 128,
+            "train_background": "random",
+        },
+        "optim": {"beta2": 0.99, "lr_final_factor": 0.1},
         "eval": {"subset_views": 4},
     },
 }
@@ -233,6 +255,7 @@ def build_config(preset: str, *overrides: dict[str, Any]) -> RunConfig:
     for override in overrides:
         validate(deep_merge(DEFAULTS, override))
         merged = deep_merge(merged, override)
+    merged["preset"] = preset
     validate(merged)
     check_consistent(merged)
     return RunConfig(merged)

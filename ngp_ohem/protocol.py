@@ -21,9 +21,13 @@ largest box-filling frame gives the foreground the most grid cells. Near plane: 
 0.9 x the smallest near bound (the authors' LLFF script does not use per-camera near/far either).
 
 Sample spacing (cone tracing, see ``render/march.py``): constant steps on Blender (Instant-NGP's
-synthetic setting, torch-ngp's ``--dt_gamma 0`` for Blender), steps growing as t/128 on LLFF
-(torch-ngp's default ``dt_gamma = 1/128``; the authors' ``main.py`` defaults to 1/256 and their
-``runall_llff.sh`` does not override it, so 1/128 is a deviation of ours, kept until measured).
+synthetic setting, torch-ngp's ``--dt_gamma 0`` for Blender), steps growing as t * llff_cone_angle on
+LLFF: 1/256 in the ``paper`` preset (the authors' ``main.py`` default, which their ``runall_llff.sh``
+keeps), 1/128 in ``cpu`` (torch-ngp's default; a deviation listed in ``ngp_ohem/recipe.py``).
+
+Training background: ``render.train_background``, ``random`` (one colour per ray) in ``cpu``, ``white``
+in ``paper`` (the authors' Blender script trains on white, and their ``last_sample`` default is white
+under ``-O``, so LLFF too).
 """
 
 from __future__ import annotations
@@ -32,12 +36,21 @@ import torch
 
 EVAL_BACKGROUND = (1.0, 1.0, 1.0)
 LLFF_HOLDOUT_EVERY = 8
-CONE_ANGLE = {"blender": 0.0, "llff": 1.0 / 128}
+TRAIN_BACKGROUNDS = ("random", "white")
 
 
-def cone_angle(dataset: str, configured: float | str) -> float:
-    """The configured cone angle, or the dataset's protocol value for ``"auto"``."""
-    return CONE_ANGLE[dataset] if configured == "auto" else float(configured)
+def cone_angle(dataset: str, configured: float | str, llff: float) -> float:
+    """The configured cone angle, or for ``"auto"`` the dataset's: 0 on Blender, ``llff`` on LLFF."""
+    if configured != "auto":
+        return float(configured)
+    return llff if dataset == "llff" else 0.0
+
+
+def train_background(kind: str, n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-ray training background colours (n, 3): ``random`` (a fresh colour per ray) or ``white``."""
+    if kind == "white":
+        return torch.ones(n, 3, device=device)
+    return random_background(n, device, generator)
 
 
 def random_background(n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from ngp_ohem import checkpoint as ckpt
-from ngp_ohem import protocol
+from ngp_ohem import protocol, recipe
 from ngp_ohem.clock import (
     CONTENTION_THRESHOLD,
     ContentionMeter,
@@ -86,7 +86,10 @@ def field_spec(cfg: RunConfig, bound: float) -> FieldSpec:
         base_resolution=f["base_resolution"],
         max_resolution=max(f["base_resolution"] + 1, round(f["max_resolution_per_bound"] * bound)),
     )
-    return FieldSpec(grid=grid, hidden=f["hidden"], geo_features=f["geo_features"])
+    return FieldSpec(
+        grid=grid, hidden=f["hidden"], geo_features=f["geo_features"], density_layers=f["density_layers"],
+        color_layers=f["color_layers"], color_hidden=f["color_hidden"],
+    )  # fmt: skip
 
 
 def build_strategy(cfg: RunConfig, generator: torch.Generator) -> Strategy:
@@ -168,10 +171,10 @@ class Trainer:
         )
         r = cfg.render
         cameras = torch.cat([scene.train.poses[:, :3, 3], scene.test.poses[:, :3, 3]])
+        cone = protocol.cone_angle(scene.kind, r["cone_angle"], r["llff_cone_angle"])
         self.stepping = Stepping(
-            scene.bound, r["max_steps"], protocol.cone_angle(scene.kind, r["cone_angle"]), start=scene.near,
-            horizon=float(cameras.norm(dim=-1).max()),
-        )  # fmt: skip
+            scene.bound, r["max_steps"], cone, start=scene.near, horizon=float(cameras.norm(dim=-1).max())
+        )
         self.grid = OccupancyGrid(
             scene.bound,
             r["grid_resolution"],
@@ -179,6 +182,7 @@ class Trainer:
             warmup_steps=r["grid_warmup_steps"],
             update_every=r["grid_update_every"],
             ramp=r["grid_ramp"],
+            max_threshold=r["grid_max_density"],
             device=self.device,
         )
         k = scene.train.intrinsics
@@ -220,7 +224,7 @@ class Trainer:
             stepping=self.stepping,
         )  # fmt: skip
         kept = samples.n_rays
-        background = protocol.random_background(kept, self.device, self.generator)
+        background = protocol.train_background(r["train_background"], kept, self.device, self.generator)
         target = protocol.composite_target(pixels[:kept], background)
         phases.lap("sample_and_march")
         with CudaPeakMeter(self.device) as peak:
@@ -494,6 +498,8 @@ class Trainer:
             "lpips": lpips_unavailable_reason() or "available (not computed by default)",
             "clock": clock,
             "clock_contended": clock["contended"],
+            "preset": self.cfg.raw.get("preset"),
+            "recipe_deviations": recipe.deviations(self.cfg.raw),
             "data_notes": list(self.scene.notes),
         }
         write_json(self.out / "summary.json", summary)

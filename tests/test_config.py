@@ -13,7 +13,7 @@ def test_defaults_and_presets_are_valid() -> None:
     validate(DEFAULTS)
     paper = build_config("paper")
     cpu = build_config("cpu")
-    assert isinstance(paper, RunConfig) and paper.raw == DEFAULTS
+    assert isinstance(paper, RunConfig) and paper.raw == {**DEFAULTS, "preset": "paper"} and cpu.preset == "cpu"
     assert paper.field["log2_table_size"] == 19 and paper.render["grid_resolution"] == 128
     assert paper.render["target_samples"] == 1 << 18
     assert cpu.field["log2_table_size"] == 17 and cpu.render["grid_resolution"] == 64

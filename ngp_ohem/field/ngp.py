@@ -28,6 +28,11 @@ class FieldSpec:
     geo_features: int = 15
     density_layers: int = 1  # hidden layers of the density MLP
     color_layers: int = 2  # hidden layers of the colour MLP
+    color_hidden: int = 0  # width of the colour MLP's hidden layers (0: ``hidden``)
+
+    @property
+    def color_width(self) -> int:
+        return self.color_hidden or self.hidden
 
 
 class _TruncExp(torch.autograd.Function):
@@ -89,7 +94,7 @@ class NGPField(nn.Module):
         self.fused_inference = fused_inference
         self.encoding = HashGridEncoding(spec.grid)
         self.density_net = mlp(spec.grid.output_dim, spec.hidden, spec.density_layers, 1 + spec.geo_features)
-        self.color_net = mlp(16 + spec.geo_features, spec.hidden, spec.color_layers, 3)
+        self.color_net = mlp(16 + spec.geo_features, spec.color_width, spec.color_layers, 3)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x + self.bound) / (2.0 * self.bound)

@@ -65,7 +65,7 @@ class TcnnNGPField(nn.Module):
             3, 1 + spec.geo_features, hashgrid_config(spec.grid), mlp_config(spec.hidden, spec.density_layers)
         )
         self.dir_encoding = tcnn.Encoding(3, SH_CONFIG)
-        self.color_net = tcnn.Network(16 + spec.geo_features, 3, mlp_config(spec.hidden, spec.color_layers))
+        self.color_net = tcnn.Network(16 + spec.geo_features, 3, mlp_config(spec.color_width, spec.color_layers))
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return ((x + self.bound) / (2.0 * self.bound)).clamp(0.0, 1.0)

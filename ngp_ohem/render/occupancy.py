@@ -31,12 +31,17 @@ class OccupancyGrid:
         warmup_steps: int = 256,
         update_every: int = 16,
         ramp: bool = False,
+        max_threshold: float | str = "optical",
         device: torch.device | str = "cpu",
     ) -> None:
         self.bound = float(bound)
         self.resolution = int(resolution)
         self.decay = decay
-        self.density_threshold = min_optical_thickness / step_size
+        # The occupancy threshold is min(mean density, this): Instant-NGP's optical-thickness bound, or
+        # a fixed density (the authors' torch-ngp: 10).
+        self.density_threshold = (
+            min_optical_thickness / step_size if max_threshold == "optical" else float(max_threshold)
+        )
         self.warmup_steps = warmup_steps
         self.update_every = update_every
         self.ramp = ramp

@@ -1,0 +1,50 @@
+"""The recipe table: the paper preset holds the authors' values, and runs name their deviations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ngp_ohem import recipe
+from ngp_ohem.config import build_config
+from ngp_ohem.report import readme
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("item", [i for i in recipe.ITEMS if i.keys], ids=lambda i: i.name)
+def test_paper_preset_holds_the_authors_values(item: recipe.Item) -> None:
+    paper = build_config("paper").raw
+    for key, authors in item.keys.items():
+        assert recipe._same(recipe.lookup(paper, key), authors), f"{item.name}: paper {key} != authors' {authors}"
+
+
+def test_every_cpu_deviation_has_a_reason_and_is_named() -> None:
+    cpu = build_config("cpu").raw
+    named = recipe.deviations(cpu)
+    for item in recipe.ITEMS:
+        differs = any(not recipe._same(recipe.lookup(cpu, k), v) for k, v in item.keys.items())
+        if differs:
+            assert item.why_cpu, f"{item.name}: cpu differs from the authors without a reason"
+            assert any(n.startswith(item.name + " (") for n in named), item.name
+    paper_named = recipe.deviations(build_config("paper").raw)
+    assert all(n.endswith("(not built yet)") for n in paper_named)  # paper departs only where nothing is built
+
+
+def test_a_changed_value_is_reported_by_key() -> None:
+    cfg = build_config("paper", {"optim": {"beta2": 0.99}}).raw
+    assert "Adam (optim.beta2=0.99)" in recipe.deviations(cfg)
+
+
+def test_every_row_names_a_source_line() -> None:
+    for item in recipe.ITEMS:
+        assert any(ch.isdigit() for ch in item.source) and (".py" in item.source or ".sh" in item.source
+                                                            or ".cu" in item.source), item.name  # fmt: skip
+
+
+def test_readme_recipe_section_is_the_generated_table() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert readme.RECIPE_START in text, "README lacks the recipe markers"
+    section = text.split(readme.RECIPE_START, 1)[1].split(readme.RECIPE_END, 1)[0]
+    assert section.strip() == recipe.markdown_table().strip(), "run python -m ngp_ohem.report.readme --recipe-only"
