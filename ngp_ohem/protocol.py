@@ -36,7 +36,6 @@ import torch
 
 EVAL_BACKGROUND = (1.0, 1.0, 1.0)
 LLFF_HOLDOUT_EVERY = 8
-TRAIN_BACKGROUNDS = ("random", "white")
 
 
 def cone_angle(dataset: str, configured: float | str, llff: float) -> float:

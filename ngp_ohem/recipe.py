@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-AUTHORS_REPO = "nokia/ashawkey-torch-ngp@8fa4fbe"
 UNMEASURED = "not measured yet: kept from earlier versions of ngp-ohem until a short lego/fern run decides"
 
 
@@ -22,7 +21,7 @@ UNMEASURED = "not measured yet: kept from earlier versions of ngp-ohem until a s
 class Item:
     name: str
     authors: str  # the value in the authors' code, in words
-    source: str  # file:line in AUTHORS_REPO
+    source: str  # file:line in nokia/ashawkey-torch-ngp@8fa4fbe
     paper: str  # what our paper preset does
     cpu: str  # what our cpu preset does
     why_cpu: str  # why cpu differs from the authors ("" when it does not)
@@ -91,7 +90,7 @@ def lookup(config: dict[str, Any], path: str) -> Any:
     return node
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         return isinstance(a, int | float) and isinstance(b, int | float) and math.isclose(a, b, rel_tol=1e-9)
     return a == b
@@ -102,7 +101,7 @@ def deviations(config: dict[str, Any]) -> list[str]:
     built yet (every run departs there)."""
     out = []
     for item in ITEMS:
-        notes = [f"{k}={lookup(config, k)!r}" for k, v in item.keys.items() if not _same(lookup(config, k), v)]
+        notes = [f"{k}={lookup(config, k)!r}" for k, v in item.keys.items() if not same_value(lookup(config, k), v)]
         if "not built yet" in item.paper:
             notes.insert(0, "not built yet")
         if notes:

@@ -47,11 +47,11 @@ class ThreadGovernor:
         if self._seen is None:  # the first look (also after a resume): start the window here
             self._seen = dataclasses.replace(total)
             return
+        if total.wall - self._seen.wall < CHECK_EVERY_S:  # the common case, once per step: nothing to do
+            return
         window = CpuWindow(
             *(getattr(total, f.name) - getattr(self._seen, f.name) for f in dataclasses.fields(CpuWindow))
         )
-        if window.wall < CHECK_EVERY_S:
-            return
         self._seen = dataclasses.replace(total)
         if self.current < self.threads:
             self.reduced_seconds += window.wall

@@ -191,8 +191,8 @@ class Trainer:
         self.sampler = RaySampler(scene.train, self.device, self.generator)
         self.meter = ContentionMeter()
         self.clock = TrainingClock(self.device, meter=self.meter)
-        self.threads = torch.get_num_threads()  # the configured count (the governor may run fewer)
-        self.governor = ThreadGovernor(self.threads, len(self.meter.cpus))
+        # The configured thread count (governor.threads); the governor may run fewer while cores are taken.
+        self.governor = ThreadGovernor(torch.get_num_threads(), len(self.meter.cpus))
         self.schedule = geometric_schedule(cfg.budget_s, cfg.eval["n_evals"], cfg.eval["first_fraction"])
         self.step = 0
         self.n_rays = float(r["initial_rays"])
@@ -368,7 +368,7 @@ class Trainer:
                 "loss": w.loss / steps,
                 "eval_views": n_views,
                 "occupancy": round(self.grid.occupancy_fraction(), 5),
-                **self.meter.take_window().figures(self.threads, len(self.meter.cpus)),
+                **self.meter.take_window().figures(self.governor.threads, len(self.meter.cpus)),
             }
         )
         self.phase_totals = {k: self.phase_totals.get(k, 0.0) + v for k, v in w.phases.items()}
@@ -447,7 +447,7 @@ class Trainer:
 
     def clock_report(self) -> dict[str, Any]:
         """The training clock's quality over the whole run (all sessions), for summary.json."""
-        figures = self.meter.total.figures(self.threads, len(self.meter.cpus))
+        figures = self.meter.total.figures(self.governor.threads, len(self.meter.cpus))
         return {
             **figures,
             "contended": is_contended(figures),

@@ -17,14 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_paper_preset_holds_the_authors_values(item: recipe.Item) -> None:
     paper = build_config("paper").raw
     for key, authors in item.keys.items():
-        assert recipe._same(recipe.lookup(paper, key), authors), f"{item.name}: paper {key} != authors' {authors}"
+        assert recipe.same_value(recipe.lookup(paper, key), authors), f"{item.name}: paper {key} != authors' {authors}"
 
 
 def test_every_cpu_deviation_has_a_reason_and_is_named() -> None:
     cpu = build_config("cpu").raw
     named = recipe.deviations(cpu)
     for item in recipe.ITEMS:
-        differs = any(not recipe._same(recipe.lookup(cpu, k), v) for k, v in item.keys.items())
+        differs = any(not recipe.same_value(recipe.lookup(cpu, k), v) for k, v in item.keys.items())
         if differs:
             assert item.why_cpu, f"{item.name}: cpu differs from the authors without a reason"
             assert any(n.startswith(item.name + " (") for n in named), item.name
