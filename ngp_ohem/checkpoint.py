@@ -1,8 +1,8 @@
 """Checkpoints that make a run resumable after preemption or a crash.
 
-A checkpoint holds the model, optimizer, occupancy grid, mining state, RNG states, the training
-clock, the adaptive ray count, the trace rows so far and the position in the evaluation schedule;
-it is written atomically (a crash mid-write leaves the previous checkpoint). On start a trainer
+A checkpoint holds the model, optimizer, occupancy grid, mining state, weight average, loss scaler,
+RNG states, the training clock, the adaptive ray count, the trace rows so far and the position in the
+evaluation schedule; it is written atomically (a crash mid-write leaves the previous checkpoint). On start a trainer
 resumes from ``checkpoint.pt`` in its folder unless the run is already complete. A checkpoint that
 cannot be read (truncated, corrupt, or from another configuration) is moved aside to
 ``checkpoint.pt.corrupt`` with a warning and the run starts cleanly from step 0: nothing of it is
@@ -41,6 +41,8 @@ def _stateful_parts(trainer: Trainer) -> dict:
         "strategy": trainer.strategy.state_dict(),
         "generator": trainer.generator.get_state(),
         "torch_rng": torch.get_rng_state(),
+        "weight_average": None if trainer.average is None else trainer.average.state_dict(),
+        "loss_scaler": trainer.precision.state_dict(),
     }
 
 
@@ -76,6 +78,9 @@ def _restore_stateful(trainer: Trainer, state: dict) -> None:
     trainer.strategy.load_state_dict(state["strategy"])
     trainer.generator.set_state(state["generator"].cpu())
     torch.set_rng_state(state["torch_rng"].cpu())
+    if trainer.average is not None:
+        trainer.average.load_state_dict(state["weight_average"])
+    trainer.precision.load_state_dict(state["loss_scaler"])
 
 
 def try_resume(trainer: Trainer) -> bool:

@@ -19,6 +19,7 @@ import jsonschema
 
 from ngp_ohem.errors import ConfigError
 from ngp_ohem.mining import METHODS
+from ngp_ohem.precision import PRECISIONS
 
 _SCIENTIFIC = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+")
 _POS_INT = {"type": "integer", "minimum": 1}
@@ -40,6 +41,7 @@ SCHEMA: dict[str, Any] = _section(
         "threads": {"type": "integer", "minimum": 0},
         "downscale": _POS_INT,
         "profile": {"type": "boolean"},
+        "precision": {"enum": list(PRECISIONS)},
         "field": _section(
             {
                 "n_levels": _POS_INT,
@@ -70,6 +72,13 @@ SCHEMA: dict[str, Any] = _section(
                 "train_background": {"enum": ["random", "white"]},
                 "t_threshold": _FRACTION,
                 "cone_angle": {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"const": "auto"}]},
+                "min_step": {"enum": ["unit", "box"]},
+            }
+        ),
+        "frame": _section(
+            {
+                "blender_bound": {"anyOf": [_POS_NUM, {"const": "file"}]},
+                "blender_scale": {"anyOf": [_POS_NUM, {"enum": ["file", "authors"]}]},
             }
         ),
         "optim": _section(
@@ -90,6 +99,8 @@ SCHEMA: dict[str, Any] = _section(
                 "subset_views": _POS_INT,
                 "final_views": {"type": "integer", "minimum": 0},
                 "chunk_rays": _POS_INT,
+                "ema_decay": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+                "ema_every": {"anyOf": [_POS_INT, {"const": "epoch"}]},
             }
         ),
         "checkpoint_every_s": _POS_NUM,
@@ -109,6 +120,7 @@ DEFAULTS: dict[str, Any] = {
     "threads": 0,
     "downscale": 1,
     "profile": False,
+    "precision": "mixed",  # network calls under autocast: fp16 + GradScaler on CUDA, bf16 on CPU (precision.py)
     "field": {
         "n_levels": 16,
         "n_features": 2,
@@ -136,10 +148,24 @@ DEFAULTS: dict[str, Any] = {
         "train_background": "white",
         "t_threshold": 1e-4,
         "cone_angle": "auto",  # per dataset: 0 on Blender, llff_cone_angle on LLFF (protocol.cone_angle)
+        # Smallest marching step: "unit" 2 sqrt(3) / max_steps (the authors'), "box" that times the bound.
+        "min_step": "unit",
     },
+    # Blender scenes in the authors' frame: box [-1, 1]^3, world scaled 0.8 (0.7 hotdog, ship); "file": as
+    # loaded (bound 1.5, unscaled). See data/rescale.py.
+    "frame": {"blender_bound": 1.0, "blender_scale": "authors"},
     "optim": {"lr": 4e-3, "eps": 1e-15, "beta1": 0.9, "beta2": 0.999, "lr_final_factor": 1.0},
     "mining": {"min_fraction": 0.05, "max_fraction": 0.5, "tau_decay": 0.99, "unbiased": False},
-    "eval": {"n_evals": 8, "first_fraction": 1 / 64, "subset_views": 8, "final_views": 0, "chunk_rays": 1 << 14},
+    "eval": {
+        "n_evals": 8,
+        "first_fraction": 1 / 64,
+        "subset_views": 8,
+        "final_views": 0,
+        "chunk_rays": 1 << 14,
+        # Evaluate an EMA of the weights (0: the raw weights), updated every ema_every steps (ema.py).
+        "ema_decay": 0.95,
+        "ema_every": "epoch",
+    },
     # Training seconds between checkpoints: what a kill -9 can lose (a checkpoint pauses the clock).
     "checkpoint_every_s": 15.0,
     "step_limit": 0,  # 0: none; >0 stops after that many steps even within the budget (regression checks)
@@ -159,9 +185,12 @@ PRESETS: dict[str, dict[str, Any]] = {
             "grid_max_density": "optical",
             "llff_cone_angle": 1.0 / 128,
             "train_background": "random",
+            "min_step": "box",
         },
+        "frame": {"blender_bound": "file", "blender_scale": "file"},
         "optim": {"beta2": 0.99, "lr_final_factor": 0.1},
-        "eval": {"subset_views": 4},
+        "eval": {"subset_views": 4, "ema_decay": 0.0},
+        "precision": "fp32",
     },
 }
 

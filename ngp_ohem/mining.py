@@ -20,6 +20,7 @@ the hard set forced to all samples the parameter gradients equal the baseline's 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -55,11 +56,24 @@ def pixel_loss(
     return ((rendered.color - target) ** 2).mean(-1)
 
 
+def unscaled(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+# What ``backward`` is called on: the loss (or the outputs) times the mixed-precision loss scale.
+LossScale = Callable[[torch.Tensor], torch.Tensor]
+
+
 class Strategy(Protocol):
     name: str
 
     def backward(
-        self, field: torch.nn.Module, samples: PackedSamples, target: torch.Tensor, background: torch.Tensor
+        self,
+        field: torch.nn.Module,
+        samples: PackedSamples,
+        target: torch.Tensor,
+        background: torch.Tensor,
+        loss_scale: LossScale = unscaled,
     ) -> StepResult: ...
 
     def state_dict(self) -> dict: ...
@@ -75,13 +89,13 @@ class FullBatch:
     def __init__(self, profile: bool = False) -> None:
         self.profile = profile
 
-    def backward(self, field, samples, target, background) -> StepResult:
+    def backward(self, field, samples, target, background, loss_scale: LossScale = unscaled) -> StepResult:
         clock = PhaseClock(self.profile, target.device)
         with GraphBytesMeter(field.parameters()) as meter:
             raw = field(samples.positions, samples.directions)
             clock.lap("forward")
             loss = pixel_loss(raw, samples, target, background).mean()
-        loss.backward()
+        loss_scale(loss).backward()
         clock.lap("backward")
         n = samples.n_samples
         return StepResult(loss.detach(), n, n, 1.0, meter.bytes, clock.seconds)
@@ -158,7 +172,7 @@ class HardSampleMining:
         return Selection(torch.multinomial(g, b, replacement=False, generator=self.generator), None)
 
     # -- the step -------------------------------------------------------------------------------
-    def backward(self, field, samples, target, background) -> StepResult:
+    def backward(self, field, samples, target, background, loss_scale: LossScale = unscaled) -> StepResult:
         clock = PhaseClock(self.profile, target.device)
         with torch.no_grad():
             raw = field(samples.positions, samples.directions)
@@ -180,7 +194,7 @@ class HardSampleMining:
         with GraphBytesMeter(field.parameters()) as net_meter:
             raw_hard = field(positions, directions)
         clock.lap("forward_hard")
-        raw_hard.backward(grad_out)
+        loss_scale(raw_hard).backward(grad_out)  # the authors' scaler.scale(output).backward(gradient)
         clock.lap("backward")
         graph_bytes = max(render_meter.bytes, net_meter.bytes)
         return StepResult(loss.detach(), n, n_hard, self.tau_ema, graph_bytes, clock.seconds)

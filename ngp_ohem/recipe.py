@@ -36,10 +36,11 @@ ITEMS: tuple[Item, ...] = (
          "betas (0.9, 0.999), eps 1e-15", "betas (0.9, 0.99) (Instant-NGP's), eps 1e-15", UNMEASURED,
          {"optim.beta1": 0.9, "optim.beta2": 0.999, "optim.eps": 1e-15}),
     Item("weights evaluated", "EMA of the weights (torch_ema, decay 0.95, warm-up (1+n)/(10+n)), updated once per "
-         "epoch", "main.py:202, nerf/utils.py:402, 995-996", "raw weights (EMA not built yet)", "raw weights",
-         "not built yet"),
-    Item("precision", "fp16 autocast + GradScaler for the network (-O)", "main.py:122-128, nerf/renderer.py:610, 655",
-         "fp32 (mixed precision not built yet)", "fp32", "not built yet"),
+         "epoch", "main.py:202, nerf/utils.py:402, 995-996", "the same (ngp_ohem/ema.py; epoch = one pass over the "
+         "training images)", "raw weights", UNMEASURED, {"eval.ema_decay": 0.95, "eval.ema_every": "epoch"}),
+    Item("precision", "fp16 autocast + GradScaler for the network (-O)", "main.py:122-128, nerf/renderer.py:610, 655, "
+         "nerf/utils.py:406", "the same on CUDA; bf16 autocast on the CPU (no scaler); compositing fp32",
+         "fp32", UNMEASURED, {"precision": "mixed"}),
     Item("MLPs", "density 32-64-64-16, colour (16+15)-32-32-3, no biases, ReLU", "nerf/network.py:19-44, 93-94",
          "the same", "density 32-64-16, colour 31-64-64-3 (NVIDIA's Instant-NGP)", UNMEASURED,
          {"field.hidden": 64, "field.density_layers": 2, "field.color_layers": 2, "field.color_hidden": 32}),
@@ -64,15 +65,17 @@ ITEMS: tuple[Item, ...] = (
          {"render.target_samples": 1 << 18, "render.initial_rays": 4096, "render.max_steps": 1024}),
     Item("LLFF marching", "dt = clamp(t / 256, dt_min, dt_max)", "main.py:56, raymarching/src/raymarching.cu:385-402",
          "t / 256", "t / 128 (torch-ngp's default)", UNMEASURED, {"render.llff_cone_angle": 1.0 / 256}),
-    Item("LLFF dt_min", "2 sqrt(3) / 1024, independent of bound", "main.py:40, raymarching.cu:385-386",
-         "2 sqrt(3) bound / 1024 (not built yet)", "the same as paper", "not built yet"),
+    Item("smallest marching step", "dt_min = 2 sqrt(3) / 1024 whatever the bound (dt_max = 2 sqrt(3) bound / 128)",
+         "main.py:47, raymarching/src/raymarching.cu:385-386", "the same", "2 sqrt(3) bound / 1024 (1024 steps "
+         "across the box diagonal, Instant-NGP's)", UNMEASURED, {"render.min_step": "unit"}),
     Item("LLFF resolution", "--downscale 4 (images_4, 1008x756)", "scripts/runall_llff.sh:1-2",
          "the workflow config's downscale", "images_8", "image size: 4x fewer pixels per evaluation"),
     Item("training background", "white (Blender: misc_runs.sh --background white; LLFF: last_sample = white under -O)",
          "scripts/misc_runs.sh:6-28, nerf/utils.py:494-502", "white", "random per ray (the NeRF-synthetic "
          "protocol of Instant-NGP)", UNMEASURED, {"render.train_background": "white"}),
     Item("Blender frame", "--bound 1 --scale 0.8 (0.7 hotdog, ship) --dt_gamma 0", "scripts/misc_runs.sh:6-28",
-         "bound 1.5, unscaled (not built yet)", "the same as paper", "not built yet"),
+         "the same (data/rescale.py)", "the files' frame: bound 1.5, unscaled", UNMEASURED,
+         {"frame.blender_bound": 1.0, "frame.blender_scale": "authors"}),
     Item("HSM step", "two passes (first in fp16, no_grad), hardness = L2 norm of d loss / d raw, tau EMA 0.99, "
          "b = clamp(B / tau, 0.05 B, 0.5 B), multinomial without replacement",
          "nerf/renderer.py:586-668", "the same (first pass fp32)", "the same", "",

@@ -40,7 +40,9 @@ from ngp_ohem.clock import (
     is_contended,
 )
 from ngp_ohem.config import RunConfig
+from ngp_ohem.data.rescale import framed_for_run
 from ngp_ohem.data.scene import Scene
+from ngp_ohem.ema import WeightAverage, maybe_applied
 from ngp_ohem.errors import ClockContendedError, DatasetError, DivergenceError
 from ngp_ohem.field import build_field, resolve_backend
 from ngp_ohem.field.hashgrid import HashGridSpec
@@ -50,10 +52,11 @@ from ngp_ohem.io import FolderLock, lock_run_folder, save_png, write_csv, write_
 from ngp_ohem.memory import CudaPeakMeter, peak_rss_bytes
 from ngp_ohem.metrics import lpips_unavailable_reason, psnr, ssim
 from ngp_ohem.mining import FullBatch, HardSampleMining, StepResult, Strategy
+from ngp_ohem.precision import Precision, network
 from ngp_ohem.provenance import environment_info
 from ngp_ohem.rays import RaySampler, image_rays
 from ngp_ohem.render.inference import render_rays
-from ngp_ohem.render.march import Stepping, march_rays
+from ngp_ohem.render.march import Stepping, march_rays, step_size
 from ngp_ohem.render.occupancy import OccupancyGrid
 from ngp_ohem.threads import ThreadGovernor
 
@@ -153,6 +156,7 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, scene: Scene, out_dir: str | Path, progress: bool = True) -> None:
         self.cfg = cfg
+        scene = framed_for_run(scene, cfg.frame["blender_bound"], cfg.frame["blender_scale"])
         self.scene = scene
         self.out = Path(out_dir)
         self.progress = progress
@@ -165,6 +169,9 @@ class Trainer:
         self.backend = resolve_backend(cfg.backend, self.device)
         self.field = build_field(field_spec(cfg, scene.bound), scene.bound, self.backend, self.device)
         self.encoding_impl = prepare_kernels(self.field)
+        self.precision = Precision(cfg.precision, self.device)
+        self.network = network(self.field, self.precision)  # what every network call goes through
+        self.average = weight_average(cfg, self.field, len(scene.train))
         o = cfg.optim
         self.optimizer = torch.optim.Adam(
             self.field.parameters(), lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"], fused=True
@@ -173,8 +180,9 @@ class Trainer:
         cameras = torch.cat([scene.train.poses[:, :3, 3], scene.test.poses[:, :3, 3]])
         cone = protocol.cone_angle(scene.kind, r["cone_angle"], r["llff_cone_angle"])
         self.stepping = Stepping(
-            scene.bound, r["max_steps"], cone, start=scene.near, horizon=float(cameras.norm(dim=-1).max())
-        )
+            scene.bound, r["max_steps"], cone, start=scene.near, horizon=float(cameras.norm(dim=-1).max()),
+            min_step=step_size(1.0 if r["min_step"] == "unit" else scene.bound, r["max_steps"]),
+        )  # fmt: skip
         self.grid = OccupancyGrid(
             scene.bound,
             r["grid_resolution"],
@@ -228,15 +236,17 @@ class Trainer:
         target = protocol.composite_target(pixels[:kept], background)
         phases.lap("sample_and_march")
         with CudaPeakMeter(self.device) as peak:
-            result = self.strategy.backward(self.field, samples, target, background)
+            result = self.strategy.backward(self.network, samples, target, background, self.precision.scale)
             loss = float(result.loss)  # one sync per step (the trace logs the mean loss anyway)
             if not math.isfinite(loss):  # before the optimizer spreads NaN gradients to every parameter
                 raise self.divergence(f"the loss is {loss}", step=self.step + 1)
             phases.skip()
-            self.optimizer.step()
+            self.precision.step(self.optimizer)
             self.optimizer.zero_grad(set_to_none=True)
             phases.lap("optimizer")
         self.step += 1
+        if self.average is not None:
+            self.average.after_step(self.step)
         self.samples_total += result.n_samples
         self.samples_in_graph += result.n_hard
         self.window.add(result, kept, peak.bytes)
@@ -246,7 +256,7 @@ class Trainer:
         self.n_rays = min(max(r["target_samples"] / per_ray, r["min_rays"]), r["max_rays"])
         if self.grid.due(self.step):
             self.check_finite()
-            self.grid.update(self.step, lambda x: activate_density(self.field, x), self.generator)
+            self.grid.update(self.step, lambda x: activate_density(self.network, x), self.generator)
             if not bool(self.grid.occupied.any()):
                 # No cell holds density any more: marching would return no samples from now on.
                 densest = float(self.grid.density.max())
@@ -292,7 +302,7 @@ class Trainer:
         return torch.cat(out).reshape(intr.height, intr.width, 3).clamp(0, 1).cpu()
 
     def activated_field(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return activate(chunked_forward(self.field, x, d))
+        return activate(chunked_forward(self.network, x, d))
 
     def eval_views(self, final: bool) -> list[int]:
         n = len(self.scene.test)
@@ -311,14 +321,15 @@ class Trainer:
         views = self.eval_views(final)
         psnrs, ssims = [], []
         self.field.eval()
-        for i in views:
-            if self._stop_signal is not None:
-                raise Preempted
-            pred, gt = self.render_view(i)
-            psnrs.append(psnr(pred, gt))
-            ssims.append(ssim(pred, gt))
-            if final and i == views[0]:
-                self.save_render(pred, gt)
+        with maybe_applied(self.average):
+            for i in views:
+                if self._stop_signal is not None:
+                    raise Preempted
+                pred, gt = self.render_view(i)
+                psnrs.append(psnr(pred, gt))
+                ssims.append(ssim(pred, gt))
+                if final and i == views[0]:
+                    self.save_render(pred, gt)
         self.field.train()
         return sum(psnrs) / len(psnrs), sum(ssims) / len(ssims), len(views)
 
@@ -442,7 +453,8 @@ class Trainer:
         if (self.out / "render_test0.png").exists() and (self.out / "gt_test0.png").exists():
             return
         self.field.eval()
-        self.save_render(*self.render_view(self.eval_views(final=True)[0]))
+        with maybe_applied(self.average):
+            self.save_render(*self.render_view(self.eval_views(final=True)[0]))
         self.field.train()
 
     def clock_report(self) -> dict[str, Any]:
@@ -499,11 +511,24 @@ class Trainer:
             "clock": clock,
             "clock_contended": clock["contended"],
             "preset": self.cfg.raw.get("preset"),
+            "precision": self.precision.label,
+            "weight_average": None
+            if self.average is None
+            else {"decay": self.average.decay, "every_steps": self.average.every, "updates": self.average.updates},
             "recipe_deviations": recipe.deviations(self.cfg.raw),
             "data_notes": list(self.scene.notes),
         }
         write_json(self.out / "summary.json", summary)
         return summary
+
+
+def weight_average(cfg: RunConfig, field: torch.nn.Module, n_train_images: int) -> WeightAverage | None:
+    """The EMA of the weights that evaluation uses, or None (``eval.ema_decay`` 0); ``ema_every``
+    "epoch" is one pass over the training images (the authors' one-image steps)."""
+    decay, every = cfg.eval["ema_decay"], cfg.eval["ema_every"]
+    if decay == 0:
+        return None
+    return WeightAverage(list(field.parameters()), decay, n_train_images if every == "epoch" else int(every))
 
 
 def prepare_kernels(field: torch.nn.Module) -> str:
