@@ -67,6 +67,7 @@ SCHEMA: dict[str, Any] = _section(
                 "grid_warmup_steps": {"type": "integer", "minimum": 0},
                 "grid_update_every": _POS_INT,
                 "grid_ramp": {"type": "boolean"},
+                "grid_cascades": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 16}, {"const": "auto"}]},
                 "grid_max_density": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"const": "optical"}]},
                 "llff_cone_angle": {"type": "number", "minimum": 0, "maximum": 1},
                 "train_background": {"enum": ["random", "white"]},
@@ -143,6 +144,7 @@ DEFAULTS: dict[str, Any] = {
         "grid_warmup_steps": 256,
         "grid_update_every": 16,
         "grid_ramp": False,  # True: Instant-NGP's every-step start (render/occupancy.py)
+        "grid_cascades": "auto",  # nested grids; "auto": the authors' 1 + ceil(log2 bound)
         "grid_max_density": 10.0,  # occupancy threshold min(mean, this); "optical": 0.01 / step size
         "llff_cone_angle": 1.0 / 256,  # cone_angle "auto" on LLFF (0 on Blender)
         "train_background": "white",
@@ -180,6 +182,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "field": {"log2_table_size": 17, "density_layers": 1, "color_hidden": 0},
         "render": {
             "grid_resolution": 64,
+            "grid_cascades": 1,
             "target_samples": 1 << 16,
             "initial_rays": 1024,
             "grid_max_density": "optical",

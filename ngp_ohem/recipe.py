@@ -57,8 +57,9 @@ ITEMS: tuple[Item, ...] = (
     Item("occupancy threshold", "min(mean density, 10)", "main.py:52-57, nerf/renderer.py:1156-1167", "the same",
          "min(mean, 0.01 / step size) (Instant-NGP)", UNMEASURED, {"render.grid_max_density": 10.0}),
     Item("occupancy cascades", "1 + ceil(log2 bound) cascades of 128^3", "nerf/renderer.py:211, 1066",
-         "one 128^3 cascade (cascades not built yet)", "one 64^3 cascade", "resolution: 8x fewer cells to "
-         "update on 2 cores; cascades not built yet", {"render.grid_resolution": 128}),
+         "the same (render/occupancy.py; bound 1 Blender: one, LLFF at bound 4: three)",
+         "one 64^3 cascade", "resolution: 8x fewer cells to update on 2 cores; cascades: " + UNMEASURED,
+         {"render.grid_resolution": 128, "render.grid_cascades": "auto"}),
     Item("rays per step", "4096 at first, then 2^18 / points-per-ray x rays (adaptive_num_rays)",
          "main.py:47, 61-63, nerf/utils.py:534-535", "the same", "1024 at first, 2^16 samples",
          "samples per step: a 2^18-sample step takes seconds on 2 cores",

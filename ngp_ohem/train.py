@@ -57,7 +57,7 @@ from ngp_ohem.provenance import environment_info
 from ngp_ohem.rays import RaySampler, image_rays
 from ngp_ohem.render.inference import render_rays
 from ngp_ohem.render.march import Stepping, march_rays, step_size
-from ngp_ohem.render.occupancy import OccupancyGrid
+from ngp_ohem.render.occupancy import OccupancyGrid, auto_cascades
 from ngp_ohem.threads import ThreadGovernor
 
 TRACE_COLUMNS = (
@@ -192,6 +192,7 @@ class Trainer:
             ramp=r["grid_ramp"],
             max_threshold=r["grid_max_density"],
             device=self.device,
+            cascades=auto_cascades(scene.bound) if r["grid_cascades"] == "auto" else r["grid_cascades"],
         )
         k = scene.train.intrinsics
         self.grid.mark_unseen(scene.train.poses, k.fx, k.fy, k.cx, k.cy, k.width, k.height)

@@ -20,10 +20,10 @@ def rays(n: int, seed: int, radius: float) -> tuple[torch.Tensor, torch.Tensor, 
     return origins, dirs, torch.rand(n, generator=g)
 
 
-def grid_with(fraction: float, seed: int, bound: float, resolution: int = 32) -> OccupancyGrid:
-    grid = OccupancyGrid(bound, resolution, 0.01)
+def grid_with(fraction: float, seed: int, bound: float, resolution: int = 32, cascades: int = 1) -> OccupancyGrid:
+    grid = OccupancyGrid(bound, resolution, 0.01, cascades=cascades)
     g = torch.Generator().manual_seed(seed)
-    grid.occupied = torch.rand(resolution**3, generator=g) < fraction
+    grid.occupied = torch.rand(grid.n_cells, generator=g) < fraction
     return grid
 
 
@@ -45,6 +45,24 @@ def test_native_march_equals_the_reference(cone: float, max_samples: int | None,
     torch.testing.assert_close(got.deltas, ref.deltas, rtol=0, atol=0)
     if max_samples is not None and fraction > 0:
         assert got.n_rays < origins.shape[0] and got.n_samples <= max_samples
+
+
+@pytest.mark.parametrize("cone", [0.0, 1.0 / 128])
+@pytest.mark.parametrize("cascades", [2, 3])
+def test_native_march_with_cascades_equals_the_reference(cone: float, cascades: int) -> None:
+    """Cascaded lookups (level from the position and from the step) pick the same cells, bit for bit."""
+    bound = 4.0
+    origins, dirs, jitter = rays(500, seed=5, radius=2.0 * bound)
+    grid = grid_with(0.5, seed=6, bound=bound, resolution=16, cascades=cascades)
+    stepping = Stepping(bound, 256, cone, start=0.1, horizon=float(origins.norm(dim=-1).max()))
+    kwargs = dict(jitter=jitter, stepping=stepping)
+    ref = march_rays(origins, dirs, grid, 0.1, 256, use_native=False, **kwargs)
+    got = march_rays(origins, dirs, grid, 0.1, 256, use_native=True, **kwargs)
+    assert got.n_samples == ref.n_samples > 0
+    torch.testing.assert_close(got.ray_index, ref.ray_index, rtol=0, atol=0)
+    torch.testing.assert_close(got.positions, ref.positions, rtol=0, atol=0)
+    # Every kept sample reads an occupied cell of the cascade its position and step select.
+    assert grid.occupied[grid.cell_index(got.positions, got.deltas)].all()
 
 
 def test_rays_that_miss_the_box_have_no_samples() -> None:

@@ -384,3 +384,74 @@ def test_occupancy_state_dict_round_trip() -> None:
     assert torch.equal(restored.occupied, grid.occupied)
     assert restored.updates == grid.updates == 1
     assert restored.occupancy_fraction() == pytest.approx(0.5)
+
+
+# -- cascades ---------------------------------------------------------------------------------------
+def test_auto_cascades_follow_the_authors_rule() -> None:
+    from ngp_ohem.render.occupancy import auto_cascades
+
+    assert [auto_cascades(b) for b in (0.5, 1.0, 1.5, 2.0, 4.0, 8.0, 16.0)] == [1, 1, 2, 2, 3, 4, 5]
+
+
+def test_cascade_bounds_nest_and_the_last_is_the_box() -> None:
+    assert OccupancyGrid(4.0, 8, 0.01, cascades=3).cascade_bounds == [1.0, 2.0, 4.0]
+    assert OccupancyGrid(1.5, 8, 0.01, cascades=2).cascade_bounds == [1.0, 1.5]
+    assert OccupancyGrid(1.5, 8, 0.01).cascade_bounds == [1.5]
+    with pytest.raises(ValueError, match="cascade"):
+        OccupancyGrid(1.5, 8, 0.01, cascades=0)
+
+
+def test_a_sample_reads_the_cascade_of_its_position_or_its_step() -> None:
+    """Independently: the smallest c with max|x| < 2^c, raised to the step's level (the binary exponent
+    of step * resolution), clamped to the cascades there are."""
+    grid = OccupancyGrid(4.0, 16, 0.01, cascades=3)
+    pts = torch.tensor([[0.2, 0.0, 0.0], [0.0, -0.99, 0.5], [1.0, 0.0, 0.0], [0.0, 1.9, 0.0], [3.5, 0, 0], [9.0, 0, 0]])
+    assert grid.cascade_of(pts).tolist() == [0, 0, 1, 1, 2, 2]
+    small, long = torch.full((6,), 0.01), torch.full((6,), 0.1)  # 0.16 -> exponent -2; 1.6 -> exponent 1
+    assert grid.cascade_of(pts, small).tolist() == [0, 0, 1, 1, 2, 2]
+    assert grid.cascade_of(pts, long).tolist() == [1, 1, 1, 1, 2, 2]
+    # Cell indices: cascade c's cells start at c * 16^3, and a point maps into its cascade's own lattice.
+    index = grid.cell_index(torch.tensor([[0.99, 0.99, 0.99], [1.01, 0.0, 0.0]]))
+    # (0.99 + 1) / 2 * 16 = 15.9 -> cell 15 of cascade 0; (1.01 + 2) / 4 * 16 = 12.04 -> 12, 0 -> 8 in cascade 1
+    assert index.tolist() == [(15 * 16 + 15) * 16 + 15, 4096 + (12 * 16 + 8) * 16 + 8]
+
+
+def test_cascaded_updates_sample_every_cascade_inside_its_own_cells() -> None:
+    grid = OccupancyGrid(4.0, 8, 0.01, cascades=3, warmup_steps=0, max_threshold=10.0)
+
+    def density(x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x.abs().amax(-1) < 1.0, 50.0, 0.0)
+
+    cells = grid.choose_cells(16, torch.Generator().manual_seed(0))
+    per = grid.cells_per_cascade
+    assert cells.numel() == 6 * (per // 4)  # every cell occupied before the first update: two quarters each
+    grid.occupied[:] = False
+    grid.occupied[per : per + 10] = True
+    cells = grid.choose_cells(16, torch.Generator().manual_seed(0))
+    counts = torch.bincount(cells // per, minlength=3).tolist()
+    assert counts == [per // 4, 2 * (per // 4), per // 4]  # cascade 1 also draws among its occupied cells
+    centres = grid.cell_centres_jittered(torch.arange(grid.n_cells), torch.Generator().manual_seed(1))
+    bounds = grid.cell_bounds(torch.arange(grid.n_cells))
+    assert (centres.abs().amax(-1) <= bounds + 1e-6).all()
+    grid.warmup_steps = 32  # a full update: every cell of every cascade once
+    grid.update(16, density)
+    fractions = grid.occupied.reshape(3, -1).float().mean(1).tolist()
+    # Density 50 inside [-1, 1]^3: all of cascade 0, the inner 4^3 of cascade 1's 8^3, the inner 2^3 of cascade 2's.
+    assert fractions == [1.0, 64 / 512, 8 / 512]
+
+
+def test_unseen_cells_of_every_cascade_are_excluded() -> None:
+    """A camera at z = 3 looking down -z with a narrow view: cells behind it (z > 3.5, only in the outer
+    cascade, whose cells are 0.5 wide) and cells far off its axis are unseen in every cascade; the cells on
+    its axis are seen."""
+    grid = OccupancyGrid(4.0, 16, 0.01, cascades=3)
+    pose = torch.eye(4)
+    pose[2, 3] = 3.0
+    grid.mark_unseen(pose[None], fx=100.0, fy=100.0, cx=10.0, cy=10.0, width=20, height=20)
+    on_axis = grid.cell_index(torch.tensor([[0.01, 0.01, 0.5], [0.01, 0.01, -1.5], [0.01, 0.01, -3.5]]))
+    assert grid.visible[on_axis].all()
+    assert on_axis.div(grid.cells_per_cascade, rounding_mode="floor").tolist() == [0, 1, 2]
+    behind = grid.cell_index(torch.tensor([[0.01, 0.01, 3.9]]))
+    off_axis = grid.cell_index(torch.tensor([[0.9, 0.9, -0.9], [1.9, -1.9, 0.0], [3.9, 3.9, -3.9]]))
+    assert not grid.visible[behind].any() and not grid.visible[off_axis].any()
+    assert not grid.occupied[~grid.visible].any()

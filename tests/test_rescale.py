@@ -53,3 +53,13 @@ def test_paper_preset_trains_in_the_authors_frame_with_their_step(blender_scene_
     assert unit.stepping.dt_min == pytest.approx(2 * math.sqrt(3) / 256)
     paper.train_step()
     assert paper.samples_total > 0
+
+
+def test_paper_preset_marches_llff_through_three_cascades(llff_scene_dir: Path, tmp_path: Path) -> None:
+    scene = load_scene(llff_scene_dir)
+    trainer = Trainer(build_config("paper", TINY, {"eval": {"ema_decay": 0.0}}), scene, tmp_path / "p", progress=False)
+    assert scene.bound == 4.0 and trainer.grid.cascades == 3 and trainer.grid.cascade_bounds == [1.0, 2.0, 4.0]
+    for _ in range(2):
+        trainer.train_step()
+    assert trainer.samples_total > 0
+    assert Trainer(build_config("cpu", TINY), scene, tmp_path / "c", progress=False).grid.cascades == 1

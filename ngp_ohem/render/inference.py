@@ -51,7 +51,7 @@ def render_rays(
         k = next_step[active, None] + torch.arange(k_round, device=origins.device)[None]
         t, width = stepping.at(t_near[active], first[active], k, half[active])
         pos = origins[active, None, :] + t[..., None] * dirs[active, None, :]
-        valid = (k < n_steps[active, None]) & (t < t_far[active, None]) & grid.occupied[grid.cell_index(pos)]
+        valid = (k < n_steps[active, None]) & (t < t_far[active, None]) & grid.occupied[grid.cell_index(pos, width)]
         local_ray, step_idx = valid.nonzero(as_tuple=True)
         if local_ray.numel() > 0:
             x = pos[local_ray, step_idx]

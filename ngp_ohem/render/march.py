@@ -166,7 +166,8 @@ def march_rays(
         pos, d, deltas, ray_index, kept = native.march(
             origins.float().contiguous(), dirs.float().contiguous(), t_near.contiguous(), t_far.contiguous(),
             u.float().contiguous(), first.contiguous(), n_steps.contiguous(), starts, widths, stepping.dt_min,
-            grid.bound, grid.occupied.contiguous(), grid.resolution, -1 if max_samples is None else max_samples,
+            grid.cascade_bounds, grid.occupied.contiguous(), grid.resolution,
+            -1 if max_samples is None else max_samples,
         )  # fmt: skip
         return PackedSamples(pos, d, deltas, ray_index, int(kept))
     longest = int(n_steps.max()) if n_steps.numel() else 0
@@ -181,7 +182,7 @@ def march_rays(
         t, width = stepping.at(t_near[sl], first[sl], k, u[sl])  # (r, S)
         pos = origins[sl, None, :] + t[..., None] * dirs[sl, None, :]
         valid = (k < n_steps[sl, None]) & (t < t_far[sl, None])
-        valid &= grid.occupied[grid.cell_index(pos)]
+        valid &= grid.occupied[grid.cell_index(pos, width)]
         ray_local, step_idx = valid.nonzero(as_tuple=True)
         parts.append((ray_local + start, t[ray_local, step_idx], width[ray_local, step_idx]))
     ray_index = torch.cat([p[0] for p in parts])

@@ -9,13 +9,28 @@ cells during the first ``warmup_steps`` steps, afterwards a uniformly random qua
 drawn among currently occupied cells. A cell is occupied when its density exceeds
 ``min(mean density, min_optical_thickness / step_size)`` (Instant-NGP's 0.01 optical thickness per
 marching step). Until the first update every cell counts as occupied.
+
+Cascades (the authors' torch-ngp, after Instant-NGP): ``cascades`` nested grids of ``resolution^3``
+cells each, cascade c covering ``[-b_c, b_c]^3`` with ``b_c = min(2^c, bound)`` (the last one the whole
+box), so cells near the centre are fine and far ones coarse. A sample looks up the cascade
+``max(level of its position, level of its step)``: the position's is the binary exponent of its
+largest coordinate (``frexp``: the smallest c with max|x| < 2^c), the step's that of
+``step * resolution`` (a long step reads a coarse cell), both clamped to [0, cascades - 1]. Updates
+sample each cascade alike (after the warm-up a quarter of its cells at random plus a quarter among its
+occupied ones); one cascade (the default) is the single grid above, bit for bit.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
+
+
+def auto_cascades(bound: float) -> int:
+    """The authors' cascade count, ``1 + ceil(log2 bound)`` (one for a box within [-1, 1]^3)."""
+    return 1 + math.ceil(math.log2(bound)) if bound > 1 else 1
 
 
 class OccupancyGrid:
@@ -33,9 +48,16 @@ class OccupancyGrid:
         ramp: bool = False,
         max_threshold: float | str = "optical",
         device: torch.device | str = "cpu",
+        cascades: int = 1,
     ) -> None:
+        if cascades < 1:
+            raise ValueError(f"the occupancy grid needs at least one cascade, got {cascades}")
         self.bound = float(bound)
         self.resolution = int(resolution)
+        self.cascades = int(cascades)
+        # b_c = min(2^c, bound), the last cascade the whole box (with one cascade: the box itself).
+        self.cascade_bounds = [min(2.0**c, self.bound) for c in range(self.cascades - 1)] + [self.bound]
+        self._bounds_tensor = torch.tensor(self.cascade_bounds, dtype=torch.float32, device=device)
         self.decay = decay
         # The occupancy threshold is min(mean density, this): Instant-NGP's optical-thickness bound, or
         # a fixed density (the authors' torch-ngp: 10).
@@ -45,7 +67,7 @@ class OccupancyGrid:
         self.warmup_steps = warmup_steps
         self.update_every = update_every
         self.ramp = ramp
-        n = self.resolution**3
+        n = self.n_cells
         self.density = torch.zeros(n, device=device)
         self.occupied = torch.ones(n, dtype=torch.bool, device=device)
         self.visible = torch.ones(n, dtype=torch.bool, device=device)
@@ -63,9 +85,11 @@ class OccupancyGrid:
         """
         r = self.resolution
         cells = torch.arange(self.n_cells, device=self.density.device)
-        ijk = torch.stack([cells // (r * r), (cells // r) % r, cells % r], dim=-1).float()
-        centres = (ijk + 0.5) / r * (2.0 * self.bound) - self.bound
-        half_diag = (2.0 * self.bound / r) * 0.5 * 3**0.5
+        bound = self.cell_bounds(cells)[:, None]
+        local_cells = cells % self.cells_per_cascade
+        ijk = torch.stack([local_cells // (r * r), (local_cells // r) % r, local_cells % r], dim=-1).float()
+        centres = (ijk + 0.5) / r * (2.0 * bound) - bound
+        half_diag = (2.0 * bound[:, 0] / r) * 0.5 * 3**0.5
         seen = torch.zeros(self.n_cells, dtype=torch.bool, device=self.density.device)
         for pose in poses.to(self.density.device).float():
             local = (centres - pose[:3, 3]) @ pose[:3, :3]  # world -> camera (OpenGL: looks along -z)
@@ -81,20 +105,48 @@ class OccupancyGrid:
         self.occupied &= seen
 
     @property
-    def n_cells(self) -> int:
+    def cells_per_cascade(self) -> int:
         return self.resolution**3
 
-    def cell_index(self, positions: torch.Tensor) -> torch.Tensor:
-        """Flat cell index (N,) of world positions (N, 3); positions outside are clamped to the box."""
-        rel = (positions + self.bound) / (2.0 * self.bound) * self.resolution
-        ijk = rel.to(torch.int64).clamp_(0, self.resolution - 1)
-        return (ijk[..., 0] * self.resolution + ijk[..., 1]) * self.resolution + ijk[..., 2]
+    @property
+    def n_cells(self) -> int:
+        return self.cascades * self.cells_per_cascade
+
+    def cell_bounds(self, cells: torch.Tensor) -> torch.Tensor:
+        """Half-side b_c (N,) of the cascade each flat cell index belongs to."""
+        return self._bounds_tensor.to(cells.device)[cells // self.cells_per_cascade]
+
+    def cascade_of(self, positions: torch.Tensor, steps: torch.Tensor | None = None) -> torch.Tensor:
+        """The cascade (N,) a sample reads: max(level of its position, level of its step)."""
+        top = self.cascades - 1
+        level = torch.frexp(positions.abs().amax(-1)).exponent.to(torch.int64).clamp_(0, top)
+        if steps is not None:
+            by_step = torch.frexp(steps * float(self.resolution)).exponent.to(torch.int64).clamp_(0, top)
+            level = torch.maximum(level, by_step)
+        return level
+
+    def cell_index(self, positions: torch.Tensor, steps: torch.Tensor | None = None) -> torch.Tensor:
+        """Flat cell index (N,) of world positions (N, 3) taking steps (N,) (used only with cascades);
+        positions outside a cascade are clamped to its edge cells."""
+        r = self.resolution
+        if self.cascades == 1:
+            rel = (positions + self.bound) / (2.0 * self.bound) * r
+            level = None
+        else:
+            level = self.cascade_of(positions, steps)
+            b = self._bounds_tensor.to(positions.device)[level][..., None]
+            rel = (positions + b) / (2.0 * b) * r
+        ijk = rel.to(torch.int64).clamp_(0, r - 1)
+        index = (ijk[..., 0] * r + ijk[..., 1]) * r + ijk[..., 2]
+        return index if level is None else index + level * self.cells_per_cascade
 
     def cell_centres_jittered(self, cells: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         r = self.resolution
-        ijk = torch.stack([cells // (r * r), (cells // r) % r, cells % r], dim=-1).float()
+        local = cells % self.cells_per_cascade if self.cascades > 1 else cells
+        ijk = torch.stack([local // (r * r), (local // r) % r, local % r], dim=-1).float()
         u = torch.rand(ijk.shape, device=cells.device, generator=generator)
-        return (ijk + u) / r * (2.0 * self.bound) - self.bound
+        bound = self.bound if self.cascades == 1 else self.cell_bounds(cells)[:, None]
+        return (ijk + u) / r * (2.0 * bound) - bound
 
     def interval(self, step: int) -> int:
         """Steps between updates: ``update_every``, or with ``ramp`` every step at first, growing to
@@ -110,13 +162,16 @@ class OccupancyGrid:
         device = self.density.device
         if step < self.warmup_steps:
             return torch.arange(self.n_cells, device=device)
-        quarter = self.n_cells // 4
-        uniform = torch.randint(0, self.n_cells, (quarter,), device=device, generator=generator)
-        occupied = self.occupied.nonzero().squeeze(1)
-        if occupied.numel() == 0:
-            return uniform
-        pick = torch.randint(0, occupied.numel(), (quarter,), device=device, generator=generator)
-        return torch.cat([uniform, occupied[pick]])
+        per, quarter = self.cells_per_cascade, self.cells_per_cascade // 4
+        parts = []
+        for c in range(self.cascades):  # each cascade alike, as the authors' update does
+            uniform = torch.randint(0, per, (quarter,), device=device, generator=generator) + c * per
+            parts.append(uniform)
+            occupied = self.occupied[c * per : (c + 1) * per].nonzero().squeeze(1) + c * per
+            if occupied.numel() > 0:
+                pick = torch.randint(0, occupied.numel(), (quarter,), device=device, generator=generator)
+                parts.append(occupied[pick])
+        return torch.cat(parts)
 
     @torch.no_grad()
     def update(
@@ -148,6 +203,8 @@ class OccupancyGrid:
         return {"density": self.density, "occupied": self.occupied, "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
+        if state["density"].numel() != self.n_cells:
+            raise ValueError(f"occupancy grid of {state['density'].numel()} cells, expected {self.n_cells}")
         self.density = state["density"].to(self.density.device)
         self.occupied = state["occupied"].to(self.occupied.device)
         self.updates = int(state["updates"])

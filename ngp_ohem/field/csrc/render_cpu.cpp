@@ -9,7 +9,9 @@
 // samples are the same bits:
 //   constant steps: t_k = t_near + (k + u) * dt,  n = clamp(ceil((t_far - t_near) / dt - u), 0, max_steps)
 //   cone steps:     j = first + k (clamped), t = starts[j] + u * widths[j], first/n from the shared boundaries
-//   a step is kept when k < n, t < t_far and the grid cell of origin + t * dir is occupied.
+//   a step is kept when k < n, t < t_far and the grid cell of origin + t * dir is occupied; with cascades
+//   (ngp_ohem/render/occupancy.py) the cell is read in cascade max(frexp exponent of max |x|, frexp
+//   exponent of width * res), clamped to [0, C - 1], each cascade c spanning [-b_c, b_c]^3.
 // With max_samples >= 0 only the longest prefix of rays whose samples fit is kept.
 #include <torch/extension.h>
 
@@ -19,6 +21,8 @@
 #include <vector>
 
 namespace {
+
+constexpr int kMaxCascades = 16;
 
 struct Walk {
   const float* o;
@@ -32,10 +36,22 @@ struct Walk {
   const float* widths;
   int64_t n_bounds;
   float dt;
-  float bound, two_bound, res_f;
+  int n_cascades;
+  float bound[kMaxCascades], two_bound[kMaxCascades];
+  float res_f;
   int64_t res;
   const bool* occupied;
 };
+
+inline int cascade_of(const Walk& w, const float pos[3], float width) {
+  if (w.n_cascades == 1) return 0;
+  const float m = std::max(std::fabs(pos[0]), std::max(std::fabs(pos[1]), std::fabs(pos[2])));
+  int e_pos = 0, e_step = 0;
+  std::frexp(m, &e_pos);
+  std::frexp(width * w.res_f, &e_step);
+  const int top = w.n_cascades - 1;
+  return std::max(std::min(std::max(e_pos, 0), top), std::min(std::max(e_step, 0), top));
+}
 
 inline bool step_at(const Walk& w, int64_t r, int64_t k, float& t, float& width, float pos[3]) {
   if (w.starts == nullptr) {
@@ -48,12 +64,13 @@ inline bool step_at(const Walk& w, int64_t r, int64_t k, float& t, float& width,
   }
   if (!(t < w.t_far[r])) return false;
   int64_t ijk[3];
+  for (int a = 0; a < 3; ++a) pos[a] = w.o[3 * r + a] + t * w.d[3 * r + a];
+  const int c = cascade_of(w, pos, width);
   for (int a = 0; a < 3; ++a) {
-    pos[a] = w.o[3 * r + a] + t * w.d[3 * r + a];
-    const float rel = (pos[a] + w.bound) / w.two_bound * w.res_f;
+    const float rel = (pos[a] + w.bound[c]) / w.two_bound[c] * w.res_f;
     ijk[a] = std::min(std::max(static_cast<int64_t>(rel), int64_t{0}), w.res - 1);
   }
-  return w.occupied[(ijk[0] * w.res + ijk[1]) * w.res + ijk[2]];
+  return w.occupied[c * w.res * w.res * w.res + (ijk[0] * w.res + ijk[1]) * w.res + ijk[2]];
 }
 
 }  // namespace
@@ -61,8 +78,8 @@ inline bool step_at(const Walk& w, int64_t r, int64_t k, float& t, float& width,
 // Returns (positions (N, 3), directions (N, 3), deltas (N,), ray_index (N,), n_rays_kept (1,)).
 std::vector<torch::Tensor> march(torch::Tensor origins, torch::Tensor dirs, torch::Tensor t_near, torch::Tensor t_far,
                                  torch::Tensor u, torch::Tensor first, torch::Tensor n_steps, torch::Tensor starts,
-                                 torch::Tensor widths, double dt, double bound, torch::Tensor occupied,
-                                 int64_t resolution, int64_t max_samples) {
+                                 torch::Tensor widths, double dt, std::vector<double> cascade_bounds,
+                                 torch::Tensor occupied, int64_t resolution, int64_t max_samples) {
   const int64_t n_rays = origins.size(0);
   for (const auto* t : {&origins, &dirs})
     TORCH_CHECK(t->is_contiguous() && t->scalar_type() == torch::kFloat32 && t->dim() == 2 && t->size(0) == n_rays &&
@@ -74,14 +91,21 @@ std::vector<torch::Tensor> march(torch::Tensor origins, torch::Tensor dirs, torc
   TORCH_CHECK(starts.numel() == widths.numel() && (starts.numel() == 0 || (starts.is_contiguous() &&
               widths.is_contiguous() && starts.scalar_type() == torch::kFloat32 &&
               widths.scalar_type() == torch::kFloat32)), "cone boundaries: float32, equal lengths");
+  const int64_t n_cascades = static_cast<int64_t>(cascade_bounds.size());
+  TORCH_CHECK(n_cascades >= 1 && n_cascades <= kMaxCascades, "1 to 16 cascades");
   TORCH_CHECK(occupied.scalar_type() == torch::kBool && occupied.is_contiguous() &&
-              occupied.numel() == resolution * resolution * resolution, "occupied: bool (res^3,)");
+              occupied.numel() == n_cascades * resolution * resolution * resolution,
+              "occupied: bool (cascades * res^3,)");
   const bool cone = starts.numel() > 0;
   Walk w{origins.data_ptr<float>(), dirs.data_ptr<float>(), t_near.data_ptr<float>(), t_far.data_ptr<float>(),
          u.data_ptr<float>(), first.data_ptr<int64_t>(), n_steps.data_ptr<int64_t>(),
          cone ? starts.data_ptr<float>() : nullptr, cone ? widths.data_ptr<float>() : nullptr, starts.numel(),
-         static_cast<float>(dt), static_cast<float>(bound), static_cast<float>(2.0 * bound),
+         static_cast<float>(dt), static_cast<int>(n_cascades), {}, {},
          static_cast<float>(resolution), resolution, occupied.data_ptr<bool>()};
+  for (int64_t c = 0; c < n_cascades; ++c) {
+    w.bound[c] = static_cast<float>(cascade_bounds[c]);
+    w.two_bound[c] = static_cast<float>(2.0 * cascade_bounds[c]);
+  }
   std::vector<int64_t> counts(n_rays + 1, 0);
 #pragma omp parallel for schedule(dynamic, 64)
   for (int64_t r = 0; r < n_rays; ++r) {
