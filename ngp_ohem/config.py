@@ -54,6 +54,7 @@ SCHEMA: dict[str, Any] = _section(
                 "density_layers": _POS_INT,
                 "color_layers": _POS_INT,
                 "color_hidden": {"type": "integer", "minimum": 0},
+                "grid_convention": {"enum": ["tcnn", "gridencoder"]},
             }
         ),
         "render": _section(
@@ -133,6 +134,7 @@ DEFAULTS: dict[str, Any] = {
         "density_layers": 2,
         "color_layers": 2,
         "color_hidden": 32,
+        "grid_convention": "gridencoder",  # the authors' lattice (ngp_ohem/field/hashgrid.py); "tcnn": Instant-NGP's
     },
     "render": {
         "grid_resolution": 128,

@@ -49,8 +49,11 @@ ITEMS: tuple[Item, ...] = (
          "useful step rate (the issue's 'obvious' deviation)",
          {"field.n_levels": 16, "field.n_features": 2, "field.log2_table_size": 19, "field.base_resolution": 16,
           "field.max_resolution_per_bound": 2048.0}),
-    Item("hash-grid convention", "res = ceil(16 b^l), position x * res - 0.5", "gridencoder/src/gridencoder.cu:66-75",
-         "tcnn's x * scale + 0.5 (not built yet)", "the same as paper", "not built yet"),
+    Item("hash-grid convention", "gridencoder: b = 2^(log2(N_max / 16) / 15), res = ceil(16 b^l) (float32 in the "
+         "kernel), p = clamp(x res - 0.5, 0, res - 1), upper corner <= res - 1; min(2^19, res^3) rows rounded to 8, "
+         "dense while res^3 fits; a point outside [0, 1]^3 encodes to 0",
+         "gridencoder/grid.py:108, 126-133, gridencoder/src/gridencoder.cu:62-79, 105-151, 182",
+         "the same", "the same", "", {"field.grid_convention": "gridencoder"}),
     Item("occupancy-grid schedule", "every 16 steps; the first 16 updates all cells, then 1/4 random + 1/4 occupied",
          "nerf/utils.py:923-924, nerf/renderer.py:1119-1137", "the same", "the same", "",
          {"render.grid_update_every": 16, "render.grid_warmup_steps": 256, "render.grid_ramp": False}),

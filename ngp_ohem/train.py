@@ -88,6 +88,7 @@ def field_spec(cfg: RunConfig, bound: float) -> FieldSpec:
         log2_table_size=f["log2_table_size"],
         base_resolution=f["base_resolution"],
         max_resolution=max(f["base_resolution"] + 1, round(f["max_resolution_per_bound"] * bound)),
+        convention=f["grid_convention"],
     )
     return FieldSpec(
         grid=grid, hidden=f["hidden"], geo_features=f["geo_features"], density_layers=f["density_layers"],
@@ -166,7 +167,7 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.backend = resolve_backend(cfg.backend, self.device)
+        self.backend = resolve_backend(cfg.backend, self.device, cfg.field["grid_convention"])
         self.field = build_field(field_spec(cfg, scene.bound), scene.bound, self.backend, self.device)
         self.encoding_impl = prepare_kernels(self.field)
         self.precision = Precision(cfg.precision, self.device)

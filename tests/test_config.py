@@ -17,6 +17,7 @@ def test_defaults_and_presets_are_valid() -> None:
     assert paper.field["log2_table_size"] == 19 and paper.render["grid_resolution"] == 128
     assert paper.render["target_samples"] == 1 << 18
     assert cpu.field["log2_table_size"] == 17 and cpu.render["grid_resolution"] == 64
+    assert paper.field["grid_convention"] == cpu.field["grid_convention"] == "gridencoder"  # the authors' lattice
     assert cpu.render["target_samples"] == 1 << 16 and cpu.render["initial_rays"] == 1024
     # A preset changes only what it names; the rest of the section keeps the defaults.
     assert cpu.field["n_levels"] == DEFAULTS["field"]["n_levels"]
@@ -45,6 +46,7 @@ def test_overrides_apply_in_order_and_do_not_mutate_defaults() -> None:
         ({"render": {"t_threshold": 1.5}}, "render.t_threshold"),
         ({"optim": {"lr": "fast"}}, "optim.lr"),
         ({"field": {"log2_table_size": 30}}, "field.log2_table_size"),
+        ({"field": {"grid_convention": "ngp"}}, "field.grid_convention"),
         ({"mining": {"unbiased": "sometimes"}}, "mining.unbiased"),
         ({"eval": {"final_views": -1}}, "eval.final_views"),
         ({"device": "tpu"}, "device"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from ngp_ohem.errors import ConfigError
 from ngp_ohem.field import build_field, resolve_backend
-from ngp_ohem.field.hashgrid import HashGridSpec
+from ngp_ohem.field.hashgrid import CONVENTIONS, HashGridSpec
 from ngp_ohem.field.ngp import RAW_DIM, FieldSpec, NGPField, activate, trunc_exp
 from ngp_ohem.field.sh import spherical_harmonics_deg4
 from ngp_ohem.field.tcnn import SH_CONFIG, hashgrid_config, mlp_config
@@ -95,10 +96,10 @@ def test_sh_orthonormal_on_the_sphere() -> None:
 
 
 # -- the field ----------------------------------------------------------------------------------
-@pytest.fixture
-def field() -> NGPField:
+@pytest.fixture(params=CONVENTIONS)
+def field(request) -> NGPField:
     torch.manual_seed(0)
-    return NGPField(SPEC, BOUND)
+    return NGPField(dataclasses.replace(SPEC, grid=dataclasses.replace(GRID, convention=request.param)), BOUND)
 
 
 def test_field_output_shape_and_activations(field: NGPField) -> None:
@@ -159,6 +160,23 @@ def test_backend_resolution_on_cpu() -> None:
     with pytest.raises(ConfigError, match="nope"):
         resolve_backend("nope", cpu)
     assert isinstance(build_field(SPEC, BOUND, "auto", cpu), NGPField)
+
+
+def test_gridencoder_convention_never_runs_on_tcnn(monkeypatch) -> None:
+    """tcnn has only its own lattice: 'auto' falls back to torch, an explicit 'tcnn' names the key."""
+    import ngp_ohem.field as field_module
+
+    monkeypatch.setattr(field_module, "tcnn_available", lambda: True)
+    cuda = torch.device("cuda")
+    assert resolve_backend("auto", cuda) == resolve_backend("auto", cuda, "tcnn") == "tcnn"
+    assert resolve_backend("auto", cuda, "gridencoder") == "torch"
+    with pytest.raises(ConfigError, match=r"'field\.grid_convention'"):
+        resolve_backend("tcnn", cuda, "gridencoder")
+    with pytest.raises(ConfigError, match=r"'field\.grid_convention'"):
+        hashgrid_config(dataclasses.replace(GRID, convention="gridencoder"))
+    grid = dataclasses.replace(GRID, convention="gridencoder")
+    built = build_field(dataclasses.replace(SPEC, grid=grid), BOUND, "auto", torch.device("cpu"))
+    assert isinstance(built, NGPField) and built.encoding.spec.convention == "gridencoder"
 
 
 # -- tiny-cuda-nn config translation ------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ngp_ohem.field.hashgrid import HashGridSpec
+from ngp_ohem.field.hashgrid import CONVENTIONS, HashGridSpec
 from ngp_ohem.field.native import load_field_native, load_native
 from ngp_ohem.field.ngp import FieldSpec, NGPField
 
@@ -14,10 +14,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def random_field(seed: int, log2_table: int = 14, hidden: int = 64) -> NGPField:
+def random_field(seed: int, convention: str, log2_table: int = 14, hidden: int = 64) -> NGPField:
     """A field with non-trivial weights and table (not the near-zero initial table)."""
     torch.manual_seed(seed)
-    spec = FieldSpec(HashGridSpec(n_levels=16, log2_table_size=log2_table, max_resolution=512), hidden=hidden)
+    grid = HashGridSpec(n_levels=16, log2_table_size=log2_table, max_resolution=512, convention=convention)
+    spec = FieldSpec(grid, hidden=hidden)
     field = NGPField(spec, bound=1.5, fused_inference=True)
     with torch.no_grad():
         field.encoding.table.uniform_(-1.0, 1.0)
@@ -42,9 +43,10 @@ def reference(field: NGPField, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.
         field.fused_inference = True
 
 
+@pytest.mark.parametrize("convention", CONVENTIONS)
 @pytest.mark.parametrize(("n", "seed"), [(1, 0), (63, 1), (64, 2), (1000, 3), (4097, 4)])
-def test_fused_matches_the_module_path(n: int, seed: int) -> None:
-    field = random_field(seed)
+def test_fused_matches_the_module_path(n: int, seed: int, convention: str) -> None:
+    field = random_field(seed, convention)
     x, d = inputs(n, seed)
     want, want_density = reference(field, x, d)
     with torch.no_grad():
@@ -56,16 +58,19 @@ def test_fused_matches_the_module_path(n: int, seed: int) -> None:
     assert got.shape == (n, 4) and got_density.shape == (n,)
 
 
-def test_positions_outside_the_box_are_clamped_like_the_reference() -> None:
-    field = random_field(7)
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_positions_outside_the_box_are_encoded_like_the_reference(convention: str) -> None:
+    """Clamped to the box (tcnn) or zero (gridencoder), as the module path does."""
+    field = random_field(7, convention)
     x, d = inputs(500, 7, spill=0.5)
     want, _ = reference(field, x, d)
     with torch.no_grad():
         torch.testing.assert_close(field(x, d), want, atol=1e-4, rtol=1e-4)
 
 
-def test_other_widths_and_no_samples() -> None:
-    field = random_field(8, log2_table=12, hidden=32)
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_other_widths_and_no_samples(convention: str) -> None:
+    field = random_field(8, convention, log2_table=12, hidden=32)
     x, d = inputs(130, 8)
     want, _ = reference(field, x, d)
     with torch.no_grad():
@@ -75,7 +80,7 @@ def test_other_widths_and_no_samples() -> None:
 
 def test_grad_mode_keeps_the_autograd_path() -> None:
     """With autograd on, the module path runs (the fused kernel has no backward)."""
-    field = random_field(9)
+    field = random_field(9, "gridencoder")
     x, d = inputs(50, 9)
     assert field.inference_kernel() is None
     out = field(x, d)

@@ -112,7 +112,7 @@ class NGPField(nn.Module):
         x01 = self.normalise(x).float().contiguous()
         dirs = x01 if d is None else d.float().contiguous()
         return kernel.field_forward(
-            x01, dirs, self.encoding.table.detach(), c.scale, c.side, c.dense, c.offset, c.mask,
+            x01, dirs, self.encoding.table.detach(), *c.kernel_args(),
             _transposed_weights(self.density_net), _transposed_weights(self.color_net), d is None,
         )  # fmt: skip
 

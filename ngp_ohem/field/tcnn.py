@@ -2,6 +2,8 @@
 
 Only the config translation is importable without tiny-cuda-nn; it is unit-tested so that both
 backends train the same architecture (same levels, features, table size, growth factor, widths).
+tiny-cuda-nn places the lattice one way only (``field.grid_convention=tcnn``); the authors'
+``gridencoder`` convention is rejected with a ConfigError naming the key.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ngp_ohem.errors import ConfigError
 from ngp_ohem.field.hashgrid import HashGridSpec
 from ngp_ohem.field.ngp import FieldSpec
 
@@ -26,7 +29,17 @@ def tcnn_available() -> bool:
     return True
 
 
+def require_tcnn_convention(convention: str) -> None:
+    """tcnn's HashGrid has one lattice convention, ours called "tcnn"; gridencoder's has no tcnn form."""
+    if convention != "tcnn":
+        raise ConfigError(
+            f"invalid config value at 'field.grid_convention': '{convention}' is not available on backend "
+            "'tcnn' (tiny-cuda-nn has only the tcnn lattice); set field.grid_convention=tcnn or backend=torch"
+        )
+
+
 def hashgrid_config(grid: HashGridSpec) -> dict[str, Any]:
+    require_tcnn_convention(grid.convention)
     return {
         "otype": "HashGrid",
         "n_levels": grid.n_levels,

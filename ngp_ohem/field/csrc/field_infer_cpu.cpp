@@ -177,12 +177,13 @@ inline void sh4(const float* d, float* out) {
 // raw (N, 4) = [density_pre, rgb_pre] of the field at x01 (N, 3) in [0, 1]^3 and unit dirs (N, 3);
 // with density_only, dirs is ignored and the result is density_pre (N,).
 torch::Tensor field_forward(torch::Tensor x01, torch::Tensor dirs, torch::Tensor table, torch::Tensor scales,
-                            torch::Tensor sides, torch::Tensor dense, torch::Tensor offsets, int64_t mask,
+                            torch::Tensor shifts, torch::Tensor sides, torch::Tensor dense, torch::Tensor offsets,
+                            bool zero_outside, int64_t mask,
                             std::vector<torch::Tensor> density_wt, std::vector<torch::Tensor> color_wt,
                             bool density_only) {
   TORCH_CHECK(x01.dim() == 2 && x01.size(1) == 3 && x01.is_contiguous() && x01.scalar_type() == torch::kFloat32);
   TORCH_CHECK(table.is_contiguous() && table.scalar_type() == torch::kFloat32);
-  const auto levels = read_levels(scales, sides, dense, offsets);
+  const auto levels = read_levels(scales, shifts, sides, dense, offsets, zero_outside);
   const auto dens = read_layers(density_wt);
   const auto col = read_layers(color_wt);
   const int64_t n = x01.size(0), f = table.size(1);

@@ -15,11 +15,12 @@ using ngp_ohem::corners;
 using ngp_ohem::Level;
 using ngp_ohem::read_levels;
 
-torch::Tensor hashgrid_forward(torch::Tensor x, torch::Tensor table, torch::Tensor scales, torch::Tensor sides,
-                               torch::Tensor dense, torch::Tensor offsets, int64_t mask) {
+torch::Tensor hashgrid_forward(torch::Tensor x, torch::Tensor table, torch::Tensor scales, torch::Tensor shifts,
+                               torch::Tensor sides, torch::Tensor dense, torch::Tensor offsets, bool zero_outside,
+                               int64_t mask) {
   TORCH_CHECK(x.dim() == 2 && x.size(1) == 3 && x.is_contiguous() && x.scalar_type() == torch::kFloat32);
   TORCH_CHECK(table.is_contiguous() && table.scalar_type() == torch::kFloat32);
-  const auto levels = read_levels(scales, sides, dense, offsets);
+  const auto levels = read_levels(scales, shifts, sides, dense, offsets, zero_outside);
   const int64_t n = x.size(0), n_levels = static_cast<int64_t>(levels.size()), f = table.size(1);
   auto out = torch::empty({n, n_levels * f}, x.options());
   const float* xp = x.data_ptr<float>();
@@ -62,9 +63,10 @@ torch::Tensor hashgrid_forward(torch::Tensor x, torch::Tensor table, torch::Tens
 }
 
 torch::Tensor hashgrid_backward(torch::Tensor grad_out, torch::Tensor x, int64_t n_rows, torch::Tensor scales,
-                                torch::Tensor sides, torch::Tensor dense, torch::Tensor offsets, int64_t mask) {
+                                torch::Tensor shifts, torch::Tensor sides, torch::Tensor dense, torch::Tensor offsets,
+                                bool zero_outside, int64_t mask) {
   TORCH_CHECK(grad_out.is_contiguous() && grad_out.scalar_type() == torch::kFloat32);
-  const auto levels = read_levels(scales, sides, dense, offsets);
+  const auto levels = read_levels(scales, shifts, sides, dense, offsets, zero_outside);
   const int64_t n = x.size(0), n_levels = static_cast<int64_t>(levels.size());
   const int64_t f = grad_out.size(1) / n_levels;
   auto grad_table = torch::zeros({n_rows, f}, grad_out.options());

@@ -3,13 +3,17 @@
 // corners bit for bit, so both are built without FMA contraction.
 //
 // Conventions of ngp_ohem/field/hashgrid.py (the reference): positions are clamped to [0, 1] (NaN to
-// 0, so no index is ever out of range), level l maps x to p = x * scale_l + 0.5, dense indexing for
-// levels flagged dense, otherwise the spatial hash with primes (1, 2654435761, 805459861) masked to
-// the table size.
+// 0, so no index is ever out of range), level l maps x to p = x * scale_l + shift, clamped to
+// [0, side_l - 1], and the upper corner to side_l - 1 (under tcnn, shift +0.5, neither clamp ever
+// binds; under gridencoder, shift -0.5 and scale = side = the resolution, both can). Dense indexing
+// for levels flagged dense, otherwise the spatial hash with primes (1, 2654435761, 805459861) masked to
+// the table size. With zero_outside (gridencoder), a position with a coordinate outside [0, 1] gets
+// zero weights: it encodes to 0 and scatters no gradient.
 #pragma once
 
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -18,39 +22,53 @@ namespace ngp_ohem {
 
 struct Level {
   float scale;
+  float shift;
   int64_t side;
   bool dense;
   int64_t offset;
+  bool zero_outside;
 };
 
-inline std::vector<Level> read_levels(const torch::Tensor& scales, const torch::Tensor& sides,
-                                      const torch::Tensor& dense, const torch::Tensor& offsets) {
+inline std::vector<Level> read_levels(const torch::Tensor& scales, const torch::Tensor& shifts,
+                                      const torch::Tensor& sides, const torch::Tensor& dense,
+                                      const torch::Tensor& offsets, bool zero_outside) {
   const int64_t n = scales.size(0);
+  TORCH_CHECK(shifts.size(0) == n && sides.size(0) == n && dense.size(0) == n && offsets.size(0) == n,
+              "level constants differ in length");
   std::vector<Level> levels(n);
   auto s = scales.accessor<float, 1>();
+  auto sh = shifts.accessor<float, 1>();
   auto sd = sides.accessor<int64_t, 1>();
   auto d = dense.accessor<bool, 1>();
   auto o = offsets.accessor<int64_t, 1>();
-  for (int64_t l = 0; l < n; ++l) levels[l] = Level{s[l], sd[l], d[l], o[l]};
+  for (int64_t l = 0; l < n; ++l) levels[l] = Level{s[l], sh[l], sd[l], d[l], o[l], zero_outside};
   return levels;
 }
 
 inline void corners(const float* x, const Level& lv, uint32_t mask, int64_t idx[8], float w[8]) {
   int64_t base[3];
   float frac[3];
+  bool outside = false;
+  const int64_t last = lv.side - 1;
+  const float top = static_cast<float>(last);
   for (int d = 0; d < 3; ++d) {
+    outside |= x[d] < 0.0f || x[d] > 1.0f;
     const float xc = x[d] >= 0.0f ? (x[d] <= 1.0f ? x[d] : 1.0f) : 0.0f;
-    const float pos = xc * lv.scale + 0.5f;
+    float pos = xc * lv.scale + lv.shift;
+    pos = pos >= 0.0f ? (pos <= top ? pos : top) : 0.0f;
     const float fl = std::floor(pos);
     base[d] = static_cast<int64_t>(fl);
     frac[d] = pos - fl;
   }
+  const bool zero = lv.zero_outside && outside;
   for (int c = 0; c < 8; ++c) {
-    const int64_t cx = base[0] + (c & 1), cy = base[1] + ((c >> 1) & 1), cz = base[2] + ((c >> 2) & 1);
+    const int64_t cx = std::min(base[0] + (c & 1), last);
+    const int64_t cy = std::min(base[1] + ((c >> 1) & 1), last);
+    const int64_t cz = std::min(base[2] + ((c >> 2) & 1), last);
     const float wx = (c & 1) ? frac[0] : 1.0f - frac[0];
     const float wy = ((c >> 1) & 1) ? frac[1] : 1.0f - frac[1];
     const float wz = ((c >> 2) & 1) ? frac[2] : 1.0f - frac[2];
-    w[c] = wx * wy * wz;
+    w[c] = zero ? 0.0f : wx * wy * wz;
     int64_t local;
     if (lv.dense) {
       local = cx + cy * lv.side + cz * lv.side * lv.side;
