@@ -34,7 +34,10 @@ def test_missing_prerequisites_are_named(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_the_whole_check_runs_on_the_cpu(blender_scene_dir: Path, tmp_path: Path, capsys) -> None:
     """The same commands, summaries and table as on CUDA (paper preset, mixed precision: bf16 here)."""
-    rc = gpu_check.main(["--device", "cpu", "--budget", "1.5", "--data", str(blender_scene_dir), "--out", str(tmp_path)])
+    small = ["field.log2_table_size=12", "render.grid_resolution=16", "render.target_samples=4096", "threads=1",
+             "render.max_steps=256", "eval.subset_views=1", "eval.final_views=1"]  # fmt: skip
+    args = ["--device", "cpu", "--budget", "1.5", "--data", str(blender_scene_dir), "--out", str(tmp_path)]
+    rc = gpu_check.main(args + [x for s in small for x in ("--set", s)])
     out = capsys.readouterr().out
     assert rc == 0, out
     rows = [line for line in out.splitlines() if line.startswith("| torch ")]
@@ -45,7 +48,15 @@ def test_the_whole_check_runs_on_the_cpu(blender_scene_dir: Path, tmp_path: Path
     assert "ms / step" in out and "cpu (torch" in out
 
 
+def test_tcnn_runs_in_its_own_lattice() -> None:
+    command = gpu_check.train_command(Path("s"), Path("o"), "hsm", "tcnn", "cuda", 60.0, [])
+    assert "field.grid_convention=tcnn" in command and "precision=mixed" in command
+    assert "field.grid_convention=tcnn" not in gpu_check.train_command(
+        Path("s"), Path("o"), "hsm", "torch", "cuda", 60, []
+    )
+
+
 def test_failed_arm_reports_its_last_line(tmp_path: Path) -> None:
     command = [sys.executable, "-c", "import sys; print('boom: the reason', file=sys.stderr); sys.exit(3)"]
-    with pytest.raises(gpu_check.CheckError, match="exit 3.*boom: the reason"):
+    with pytest.raises(gpu_check.CheckError, match=r"exit 3.*boom: the reason"):
         gpu_check.run_arm(command, tmp_path / "arm")
