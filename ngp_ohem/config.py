@@ -39,6 +39,7 @@ SCHEMA: dict[str, Any] = _section(
         "backend": {"enum": ["auto", "torch", "tcnn"]},
         "threads": {"type": "integer", "minimum": 0},
         "downscale": _POS_INT,
+        "bound": {"anyOf": [{"const": "auto"}, _POS_NUM]},
         "profile": {"type": "boolean"},
         "field": _section(
             {
@@ -67,7 +68,7 @@ SCHEMA: dict[str, Any] = _section(
                 "grid_ramp": {"type": "boolean"},
                 "grid_max_density": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"const": "optical"}]},
                 "llff_cone_angle": {"type": "number", "minimum": 0, "maximum": 1},
-                "train_background": {"enum": ["random", "white"]},
+                "train_background": {"enum": ["auto", "random", "white"]},
                 "t_threshold": _FRACTION,
                 "cone_angle": {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"const": "auto"}]},
             }
@@ -108,6 +109,9 @@ DEFAULTS: dict[str, Any] = {
     "backend": "auto",
     "threads": 0,
     "downscale": 1,
+    # Half side of the scene box; "auto": the format's (Blender 1.5, LLFF 4, Mip-NeRF 360 8). The authors'
+    # 360 script uses 8 (indoor) or 16 (outdoor) per scene: config/paper_360.yaml sets it per scene.
+    "bound": "auto",
     "profile": False,
     "field": {
         "n_levels": 16,
@@ -132,10 +136,10 @@ DEFAULTS: dict[str, Any] = {
         "grid_update_every": 16,
         "grid_ramp": False,  # True: Instant-NGP's every-step start (render/occupancy.py)
         "grid_max_density": 10.0,  # occupancy threshold min(mean, this); "optical": 0.01 / step size
-        "llff_cone_angle": 1.0 / 256,  # cone_angle "auto" on LLFF (0 on Blender)
-        "train_background": "white",
+        "llff_cone_angle": 1.0 / 256,  # cone_angle "auto" on LLFF and Mip-NeRF 360 (0 on Blender)
+        "train_background": "auto",  # the authors' per dataset: white on Blender / LLFF, random on 360
         "t_threshold": 1e-4,
-        "cone_angle": "auto",  # per dataset: 0 on Blender, llff_cone_angle on LLFF (protocol.cone_angle)
+        "cone_angle": "auto",  # per dataset: 0 on Blender, llff_cone_angle on LLFF / 360 (protocol.cone_angle)
     },
     "optim": {"lr": 4e-3, "eps": 1e-15, "beta1": 0.9, "beta2": 0.999, "lr_final_factor": 1.0},
     "mining": {"min_fraction": 0.05, "max_fraction": 0.5, "tau_decay": 0.99, "unbiased": False},

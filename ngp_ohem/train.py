@@ -172,6 +172,7 @@ class Trainer:
         r = cfg.render
         cameras = torch.cat([scene.train.poses[:, :3, 3], scene.test.poses[:, :3, 3]])
         cone = protocol.cone_angle(scene.kind, r["cone_angle"], r["llff_cone_angle"])
+        self.train_background = protocol.train_background_kind(r["train_background"], scene.kind)
         self.stepping = Stepping(
             scene.bound, r["max_steps"], cone, start=scene.near, horizon=float(cameras.norm(dim=-1).max())
         )
@@ -224,7 +225,7 @@ class Trainer:
             stepping=self.stepping,
         )  # fmt: skip
         kept = samples.n_rays
-        background = protocol.train_background(r["train_background"], kept, self.device, self.generator)
+        background = protocol.train_background(self.train_background, kept, self.device, self.generator)
         target = protocol.composite_target(pixels[:kept], background)
         phases.lap("sample_and_march")
         with CudaPeakMeter(self.device) as peak:
