@@ -23,6 +23,7 @@ from ngp_ohem.data.procedural import (
     make_scene,
     mipnerf360_cameras,
 )
+from ngp_ohem.data.registry import MIPNERF360_SCENES, resolve, scene_dir
 from ngp_ohem.errors import ConfigError, DatasetError
 
 N_IMAGES = 24
@@ -238,6 +239,18 @@ def test_config_and_protocol_give_the_authors_360_settings() -> None:
     kinds = {d: protocol.train_background_kind(r["train_background"], d) for d in ("blender", "llff", "mipnerf360")}
     assert kinds == {"blender": "white", "llff": "white", "mipnerf360": "random"}
     assert protocol.train_background_kind("white", "mipnerf360") == "white"
+
+
+def test_registry_names_the_shared_room_by_dataset(tmp_path: Path) -> None:
+    assert MIPNERF360_SCENES == ("bicycle", "bonsai", "counter", "garden", "kitchen", "room", "stump")
+    assert resolve("garden") == ("mipnerf360", "garden") and resolve("fern") == ("llff", "fern")
+    assert resolve("mipnerf360/room") == ("mipnerf360", "room") and resolve("llff/room") == ("llff", "room")
+    assert scene_dir(tmp_path, "mipnerf360/room") == tmp_path / "360_v2" / "room"
+    assert scene_dir(tmp_path, "bicycle") == tmp_path / "360_v2" / "bicycle"
+    with pytest.raises(DatasetError, match=r"scene 'room' is in several datasets: write llff/room or mipnerf360/room"):
+        resolve("room")
+    with pytest.raises(DatasetError, match=r"unknown scene 'mipnerf360/fern'"):
+        resolve("mipnerf360/fern")
 
 
 # -- a short training run through the CLI --------------------------------------------------------------

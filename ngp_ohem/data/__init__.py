@@ -21,13 +21,14 @@ from ngp_ohem.data.download import download_dataset
 from ngp_ohem.data.llff import load_llff, poses_bounds_capture, read_poses_bounds
 from ngp_ohem.data.mipnerf360 import load_mipnerf360
 from ngp_ohem.data.procedural import make_blender_scene, make_llff_scene, make_mipnerf360_scene, make_scene
-from ngp_ohem.data.registry import BLENDER_SCENES, LLFF_SCENES, dataset_of, scene_dir
+from ngp_ohem.data.registry import BLENDER_SCENES, LLFF_SCENES, MIPNERF360_SCENES, dataset_of, scene_dir
 from ngp_ohem.data.scene import Intrinsics, Scene, Split
 from ngp_ohem.errors import ConfigError, DatasetError
 
 __all__ = [
     "BLENDER_SCENES",
     "LLFF_SCENES",
+    "MIPNERF360_SCENES",
     "Intrinsics",
     "Scene",
     "Split",
