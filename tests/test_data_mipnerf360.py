@@ -123,7 +123,7 @@ def test_detected_by_camera_geometry(scene360: Path, llff_scene_dir: Path, tmp_p
 
 def test_half_ring_surrounds_but_a_forward_sweep_does_not() -> None:
     ring = mipnerf360_cameras(0, 24)
-    assert surrounds(ring) and surrounds(ring[:10])  # 150 degrees of the ring still surround
+    assert surrounds(ring) and surrounds(ring[:10])  # 135 degrees of the ring still surround
     assert not surrounds(ring[:3])  # three neighbours on the ring: within 30 degrees, forward-facing
 
 
