@@ -21,6 +21,8 @@ EPILOG = """examples:
   ngp-ohem train --data scenes/blob --method hsm --budget 60 --seed 0 --out runs/blob-hsm-0
   ngp-ohem train --data data/nerf_synthetic/lego --method baseline --budget 240 --device cuda \\
       --preset paper --out runs/lego-baseline-0
+  ngp-ohem train --data data/360_v2/garden --downscale 8 --set bound=16 --device cuda --preset paper \\
+      --out runs/garden-hsm-0 --method hsm
   ngp-ohem eval --run runs/blob-hsm-0
 """
 
@@ -34,8 +36,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         "and OUT/checkpoint.pt; re-running on the same OUT resumes an interrupted run and skips a finished one.",
     )
     p.add_argument(
-        "--data", required=True, help="scene folder in Blender (transforms_*.json) or LLFF (poses_bounds.npy) format"
-    )
+        "--data", required=True,
+        help="scene folder in Blender (transforms_*.json), LLFF or Mip-NeRF 360 (sparse/0/ + images_<k>/) format",
+    )  # fmt: skip
     p.add_argument("--method", default="baseline", help="baseline | hsm")
     p.add_argument("--budget", type=float, help="training seconds (default 60)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -141,7 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.force:
             for name in ("summary.json", "checkpoint.pt", "trace.csv"):
                 (out / name).unlink(missing_ok=True)
-        scene = load_scene(args.data, downscale=cfg.downscale)
+        scene = load_scene(args.data, downscale=cfg.downscale, bound=cfg.bound)
         summary = Trainer(cfg, scene, out, progress=not args.quiet).run(lock)
     finally:
         lock.release()
@@ -190,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="output folder of a run (with checkpoint.pt and summary.json)")
     p.add_argument("--data", help="scene folder (default: the one recorded in summary.json)")
     p = sub.add_parser("make-scene", help="write a small procedural scene in a real dataset format")
-    p.add_argument("--kind", required=True, choices=["blender", "llff"], help="dataset format to write")
+    p.add_argument("--kind", required=True, choices=["blender", "llff", "mipnerf360"], help="dataset format to write")
     p.add_argument("--out", required=True, help="folder to write the scene into")
     p.add_argument("--seed", type=int, default=0, help="scene seed (same seed, same bytes)")
     p.add_argument("--size", type=int, default=100, help="image width in pixels")
@@ -198,10 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--depth", default="standard", choices=["standard", "deep"],
         help="LLFF geometry: standard (far/near ~3, like fern) or deep (far/near ~15, like flower or horns)",
     )  # fmt: skip
-    p = sub.add_parser("download", help="download and verify the official Blender / LLFF datasets")
-    p.add_argument("--dataset", required=True, choices=["blender", "llff"], help="which benchmark")
-    p.add_argument("--data-root", required=True, help="folder that receives nerf_synthetic/ or nerf_llff_data/")
-    p.add_argument("--scenes", nargs="*", help="scene names (default: all 8)")
+    p = sub.add_parser("download", help="download and verify the official Blender / LLFF / Mip-NeRF 360 datasets")
+    p.add_argument("--dataset", required=True, choices=["blender", "llff", "mipnerf360"], help="which benchmark")
+    p.add_argument(
+        "--data-root", required=True, help="folder that receives nerf_synthetic/, nerf_llff_data/ or 360_v2/"
+    )
+    p.add_argument("--scenes", nargs="*", help="scene names (default: all of the dataset)")
     return parser
 
 

@@ -40,6 +40,7 @@ SCHEMA: dict[str, Any] = _section(
         "backend": {"enum": ["auto", "torch", "tcnn"]},
         "threads": {"type": "integer", "minimum": 0},
         "downscale": _POS_INT,
+        "bound": {"anyOf": [{"const": "auto"}, _POS_NUM]},
         "profile": {"type": "boolean"},
         "precision": {"enum": list(PRECISIONS)},
         "field": _section(
@@ -71,7 +72,7 @@ SCHEMA: dict[str, Any] = _section(
                 "grid_cascades": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 16}, {"const": "auto"}]},
                 "grid_max_density": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"const": "optical"}]},
                 "llff_cone_angle": {"type": "number", "minimum": 0, "maximum": 1},
-                "train_background": {"enum": ["random", "white"]},
+                "train_background": {"enum": ["auto", "random", "white"]},
                 "t_threshold": _FRACTION,
                 "cone_angle": {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"const": "auto"}]},
                 "min_step": {"enum": ["unit", "box"]},
@@ -79,7 +80,6 @@ SCHEMA: dict[str, Any] = _section(
         ),
         "frame": _section(
             {
-                "blender_bound": {"anyOf": [_POS_NUM, {"const": "file"}]},
                 "blender_scale": {"anyOf": [_POS_NUM, {"enum": ["file", "authors"]}]},
             }
         ),
@@ -121,6 +121,9 @@ DEFAULTS: dict[str, Any] = {
     "backend": "auto",
     "threads": 0,
     "downscale": 1,
+    # Half side of the scene box; "auto": the format's (Blender 1.5, LLFF 4, Mip-NeRF 360 8). The authors'
+    # 360 script uses 8 (indoor) or 16 (outdoor) per scene: config/paper_360.yaml sets it per scene.
+    "bound": "auto",
     "profile": False,
     "precision": "mixed",  # network calls under autocast: fp16 + GradScaler on CUDA, bf16 on CPU (precision.py)
     "field": {
@@ -148,16 +151,16 @@ DEFAULTS: dict[str, Any] = {
         "grid_ramp": False,  # True: Instant-NGP's every-step start (render/occupancy.py)
         "grid_cascades": "auto",  # nested grids; "auto": the authors' 1 + ceil(log2 bound)
         "grid_max_density": 10.0,  # occupancy threshold min(mean, this); "optical": 0.01 / step size
-        "llff_cone_angle": 1.0 / 256,  # cone_angle "auto" on LLFF (0 on Blender)
-        "train_background": "white",
+        "llff_cone_angle": 1.0 / 256,  # cone_angle "auto" on LLFF and Mip-NeRF 360 (0 on Blender)
+        "train_background": "auto",  # the authors' per dataset: white on Blender / LLFF, random on 360
         "t_threshold": 1e-4,
-        "cone_angle": "auto",  # per dataset: 0 on Blender, llff_cone_angle on LLFF (protocol.cone_angle)
+        "cone_angle": "auto",  # per dataset: 0 on Blender, llff_cone_angle on LLFF / 360 (protocol.cone_angle)
         # Smallest marching step: "unit" 2 sqrt(3) / max_steps (the authors'), "box" that times the bound.
         "min_step": "unit",
     },
-    # Blender scenes in the authors' frame: box [-1, 1]^3, world scaled 0.8 (0.7 hotdog, ship); "file": as
-    # loaded (bound 1.5, unscaled). See data/rescale.py.
-    "frame": {"blender_bound": 1.0, "blender_scale": "authors"},
+    # Blender scenes in the authors' frame: world scaled 0.8 (0.7 hotdog, ship), and with bound "auto" the box
+    # [-1, 1]^3; "file": as loaded (bound 1.5, unscaled). See data/rescale.py.
+    "frame": {"blender_scale": "authors"},
     "optim": {"lr": 4e-3, "eps": 1e-15, "beta1": 0.9, "beta2": 0.999, "lr_final_factor": 1.0},
     "mining": {"min_fraction": 0.05, "max_fraction": 0.5, "tau_decay": 0.99, "unbiased": False},
     "eval": {
@@ -192,7 +195,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "train_background": "random",
             "min_step": "box",
         },
-        "frame": {"blender_bound": "file", "blender_scale": "file"},
+        "frame": {"blender_scale": "file"},
         "optim": {"beta2": 0.99, "lr_final_factor": 0.1},
         "eval": {"subset_views": 4, "ema_decay": 0.0},
         "precision": "fp32",

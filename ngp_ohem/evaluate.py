@@ -21,7 +21,7 @@ def evaluate_run(run_dir: Path, data: str | None = None) -> dict[str, Any]:
         raise NgpOhemError(f"{run_dir} is not a run folder (needs summary.json and checkpoint.pt)")
     summary = json.loads(summary_path.read_text())
     cfg = RunConfig(summary["config"])
-    scene = load_scene(data or summary["data_path"], downscale=cfg.downscale)
+    scene = load_scene(data or summary["data_path"], downscale=cfg.downscale, bound=cfg.raw.get("bound", "auto"))
     trainer = Trainer(cfg, scene, run_dir, progress=False)
     trainer.phase_totals = {}
     if not ckpt.try_resume(trainer):

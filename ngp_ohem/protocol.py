@@ -20,14 +20,21 @@ the origin, cameras within distance 1 of it): it leaves most of the box empty, w
 largest box-filling frame gives the foreground the most grid cells. Near plane: one global near,
 0.9 x the smallest near bound (the authors' LLFF script does not use per-camera near/far either).
 
+Mip-NeRF 360 (``data/mipnerf360.py``): framed as the authors' COLMAP loader frames it (camera centroid
+at the origin, mean camera up along +z, cameras in the unit ball), in the box [-bound, bound]^3 of the
+run config's ``bound`` (the authors: 8 indoors, 16 outdoors; config/paper_360.yaml sets it per scene),
+near 0.2, no contraction. Every 8th image in name order is the test split; no alpha, evaluation on white.
+
 Sample spacing (cone tracing, see ``render/march.py``): constant steps on Blender (Instant-NGP's
 synthetic setting, torch-ngp's ``--dt_gamma 0`` for Blender), steps growing as t * llff_cone_angle on
-LLFF: 1/256 in the ``paper`` preset (the authors' ``main.py`` default, which their ``runall_llff.sh``
-keeps), 1/128 in ``cpu`` (torch-ngp's default; a deviation listed in ``ngp_ohem/recipe.py``).
+LLFF and Mip-NeRF 360: 1/256 in the ``paper`` preset (the authors' ``main.py`` default, which their
+``runall_llff.sh`` and ``runall_360_ngp.sh`` keep), 1/128 in ``cpu`` (torch-ngp's default; a deviation
+listed in ``ngp_ohem/recipe.py``).
 
-Training background: ``render.train_background``, ``random`` (one colour per ray) in ``cpu``, ``white``
-in ``paper`` (the authors' Blender script trains on white, and their ``last_sample`` default is white
-under ``-O``, so LLFF too).
+Training background: ``render.train_background``, ``random`` (one colour per ray) in ``cpu``; ``auto`` in
+``paper``, the authors' per dataset: ``white`` on Blender and LLFF (their Blender script trains on white,
+and their ``last_sample`` default is white under ``-O``, so LLFF too), ``random`` on Mip-NeRF 360 (their
+360 script's ``--background random``).
 """
 
 from __future__ import annotations
@@ -36,13 +43,22 @@ import torch
 
 EVAL_BACKGROUND = (1.0, 1.0, 1.0)
 LLFF_HOLDOUT_EVERY = 8
+CONE_TRACED = ("llff", "mipnerf360")  # photographed captures; Blender keeps constant steps
+RANDOM_BACKGROUND = ("mipnerf360",)  # datasets the authors train on a random background
 
 
 def cone_angle(dataset: str, configured: float | str, llff: float) -> float:
-    """The configured cone angle, or for ``"auto"`` the dataset's: 0 on Blender, ``llff`` on LLFF."""
+    """The configured cone angle, or for ``"auto"`` the dataset's: 0 on Blender, ``llff`` on LLFF and 360."""
     if configured != "auto":
         return float(configured)
-    return llff if dataset == "llff" else 0.0
+    return llff if dataset in CONE_TRACED else 0.0
+
+
+def train_background_kind(configured: str, dataset: str) -> str:
+    """``random`` or ``white``: the configured one, or for ``"auto"`` the authors' for the dataset."""
+    if configured != "auto":
+        return configured
+    return "random" if dataset in RANDOM_BACKGROUND else "white"
 
 
 def train_background(kind: str, n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -67,19 +67,39 @@ ITEMS: tuple[Item, ...] = (
          "main.py:47, 61-63, nerf/utils.py:534-535", "the same", "1024 at first, 2^16 samples",
          "samples per step: a 2^18-sample step takes seconds on 2 cores",
          {"render.target_samples": 1 << 18, "render.initial_rays": 4096, "render.max_steps": 1024}),
-    Item("LLFF marching", "dt = clamp(t / 256, dt_min, dt_max)", "main.py:56, raymarching/src/raymarching.cu:385-402",
+    Item("LLFF and 360 marching", "dt = clamp(t / 256, dt_min, dt_max) (no script sets --dt_gamma)",
+         "main.py:56, raymarching/src/raymarching.cu:385-402, scripts/runall_360_ngp.sh:2-17",
          "t / 256", "t / 128 (torch-ngp's default)", UNMEASURED, {"render.llff_cone_angle": 1.0 / 256}),
     Item("smallest marching step", "dt_min = 2 sqrt(3) / 1024 whatever the bound (dt_max = 2 sqrt(3) bound / 128)",
          "main.py:47, raymarching/src/raymarching.cu:385-386", "the same", "2 sqrt(3) bound / 1024 (1024 steps "
-         "across the box diagonal, Instant-NGP's)", UNMEASURED, {"render.min_step": "unit"}),
+         "across the box diagonal, Instant-NGP's; 4x theirs on LLFF, 8x / 16x on 360)", UNMEASURED,
+         {"render.min_step": "unit"}),
     Item("LLFF resolution", "--downscale 4 (images_4, 1008x756)", "scripts/runall_llff.sh:1-2",
          "the workflow config's downscale", "images_8", "image size: 4x fewer pixels per evaluation"),
-    Item("training background", "white (Blender: misc_runs.sh --background white; LLFF: last_sample = white under -O)",
-         "scripts/misc_runs.sh:6-28, nerf/utils.py:494-502", "white", "random per ray (the NeRF-synthetic "
-         "protocol of Instant-NGP)", UNMEASURED, {"render.train_background": "white"}),
+    Item("training background", "white (Blender: misc_runs.sh --background white; LLFF: last_sample = white under -O); "
+         "random on 360 (--background random)", "scripts/misc_runs.sh:6-28, nerf/utils.py:494-502, "
+         "scripts/runall_360_ngp.sh:2-17", "auto: white on Blender and LLFF, random on 360", "random per ray (the "
+         "NeRF-synthetic protocol of Instant-NGP)", UNMEASURED, {"render.train_background": "auto"}),
     Item("Blender frame", "--bound 1 --scale 0.8 (0.7 hotdog, ship) --dt_gamma 0", "scripts/misc_runs.sh:6-28",
          "the same (data/rescale.py)", "the files' frame: bound 1.5, unscaled", UNMEASURED,
-         {"frame.blender_bound": 1.0, "frame.blender_scale": "authors"}),
+         {"frame.blender_scale": "authors", "bound": "auto"}),
+    Item("360 frame", "COLMAP poses centred on the mean camera centre (--enable_cam_center), mean camera up to +z, "
+         "scaled so the farthest camera is at distance 1; box [-bound, bound]^3 with bound 8 (room, bonsai, kitchen, "
+         "counter) or 16 (garden, stump, bicycle), no --contract; so 4 / 5 occupancy cascades",
+         "scripts/runall_360_ngp.sh:2-17, nerf/colmap_provider.py:30-54, 189-207, nerf/renderer.py:211",
+         "the same frame; bound per scene in config/paper_360.yaml (cascades: see occupancy cascades)", "the same",
+         ""),
+    Item("360 resolution", "--downscale 4 (images_4/) indoors, 8 (images_8/) outdoors; intrinsics / downscale",
+         "scripts/runall_360_ngp.sh:2-17, nerf/colmap_provider.py:133-168", "the workflow config's downscale "
+         "(config/paper_360.yaml: the authors' per scene)", "the same", ""),
+    Item("360 near and far", "near = max(0.2 (--min_near), the camera's nearest sparse depth), far = min(exit from "
+         "the sparse points' bounding box, the camera's farthest sparse depth) (--enable_cam_near_far), on train "
+         "and val views", "nerf/colmap_provider.py:209-260, 441-443, nerf/renderer.py:251-258, 834-839, "
+         "main.py:196-198", "near 0.2, far where the ray leaves the box (per-camera near/far and the sparse-point "
+         "box not built yet)", "the same as paper", "not built yet"),
+    Item("360 split", "val = every 8th COLMAP image in image-id order; the val views are what they evaluate",
+         "nerf/colmap_provider.py:140, 327-343, main.py:209-213", "every 8th image in name order (Mip-NeRF 360's "
+         "convention; the same views where the ids follow the names)", "the same", ""),
     Item("HSM step", "two passes (first in fp16, no_grad), hardness = L2 norm of d loss / d raw, tau EMA 0.99, "
          "b = clamp(B / tau, 0.05 B, 0.5 B), multinomial without replacement",
          "nerf/renderer.py:586-668", "the same (first pass fp32)", "the same", "",

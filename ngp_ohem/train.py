@@ -157,7 +157,7 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, scene: Scene, out_dir: str | Path, progress: bool = True) -> None:
         self.cfg = cfg
-        scene = framed_for_run(scene, cfg.frame["blender_bound"], cfg.frame["blender_scale"])
+        scene = framed_for_run(scene, cfg.bound, cfg.frame["blender_scale"])
         self.scene = scene
         self.out = Path(out_dir)
         self.progress = progress
@@ -180,6 +180,7 @@ class Trainer:
         r = cfg.render
         cameras = torch.cat([scene.train.poses[:, :3, 3], scene.test.poses[:, :3, 3]])
         cone = protocol.cone_angle(scene.kind, r["cone_angle"], r["llff_cone_angle"])
+        self.train_background = protocol.train_background_kind(r["train_background"], scene.kind)
         self.stepping = Stepping(
             scene.bound, r["max_steps"], cone, start=scene.near, horizon=float(cameras.norm(dim=-1).max()),
             min_step=step_size(1.0 if r["min_step"] == "unit" else scene.bound, r["max_steps"]),
@@ -234,7 +235,7 @@ class Trainer:
             stepping=self.stepping,
         )  # fmt: skip
         kept = samples.n_rays
-        background = protocol.train_background(r["train_background"], kept, self.device, self.generator)
+        background = protocol.train_background(self.train_background, kept, self.device, self.generator)
         target = protocol.composite_target(pixels[:kept], background)
         phases.lap("sample_and_march")
         with CudaPeakMeter(self.device) as peak:

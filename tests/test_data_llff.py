@@ -310,7 +310,7 @@ def test_old_normalisation_fails_seven_of_eight_pose_files(pose_scenes: dict[str
         pytest.skip("not all 8 LLFF pose files are present")
     import ngp_ohem.data.llff as llff
 
-    monkeypatch.setattr(llff, "normalize_poses", lambda arr, source="": legacy_normalize(arr))
+    monkeypatch.setattr(llff, "normalize_poses", lambda arr, source="", bound=4.0: legacy_normalize(arr))
     scenes = {name: load_scene(folder) for name, folder in pose_scenes.items()}
     foreground_out = sorted(name for name, scene in scenes.items() if frame_violations(scene, upto_far=False))
     assert foreground_out == ["flower", "fortress", "horns", "leaves", "orchids", "room", "trex"]

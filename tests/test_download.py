@@ -257,3 +257,31 @@ def test_registry() -> None:
     assert scene_dir(Path("/d"), "ship") == Path("/d/nerf_synthetic/ship")
     with pytest.raises(DatasetError, match=r"unknown scene 'legoo'; known: chair, .*trex"):
         dataset_of("legoo")
+
+
+def test_mipnerf360_archive_with_scenes_at_the_zip_root(tmp_path: Path, server) -> None:
+    """360_v2.zip: scene folders at the top of the zip (or under 360_v2/), extracted to <root>/360_v2/<scene>."""
+    url, served = server
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for scene in ("garden", "room"):
+            zf.writestr(f"{scene}/sparse/0/cameras.bin", scene.encode())
+            zf.writestr(f"{scene}/images_4/DSC0001.JPG", b"jpg")
+    served.data = buf.getvalue()
+    archive = Archive("360_v2.zip", (url,), None, "360_v2", download.MIPNERF360_PAGE)
+    out = download_dataset("360_v2", tmp_path, ["room"], archive=archive, timeout=5)
+    assert out == [tmp_path / "360_v2" / "room"]
+    assert (out[0] / "sparse" / "0" / "cameras.bin").read_bytes() == b"room"
+    assert not (tmp_path / "360_v2" / "garden").exists()
+    download_dataset("mipnerf360", tmp_path, ["room"], archive=archive, timeout=5)  # present: no request
+    assert len(served.requests) == 1
+    with pytest.raises(DatasetError, match="unknown mipnerf360 scene 'fern'"):
+        download_dataset("mipnerf360", tmp_path, ["fern"])
+
+
+def test_mipnerf360_table_entry_and_manual_instructions(tmp_path: Path) -> None:
+    entry = download.ARCHIVES["mipnerf360"]
+    assert entry.filename == "360_v2.zip" and entry.top == "360_v2"
+    assert entry.urls == ("https://storage.googleapis.com/gresearch/refraw360/360_v2.zip",)
+    message = download.manual_instructions("mipnerf360", tmp_path)
+    assert download.MIPNERF360_PAGE in message and f"{tmp_path / '360_v2'}/<scene>/sparse/0/" in message

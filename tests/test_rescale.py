@@ -28,18 +28,19 @@ def test_scaling_moves_cameras_and_keeps_what_they_see(blender_scene_dir: Path) 
     """A camera ray that hits world point p in the file's frame hits 0.8 p in the authors' frame: the
     same pixel sees the same surface point, scaled about the origin."""
     scene = load_scene(blender_scene_dir)
-    framed = framed_for_run(scene, 1.0, "authors")
+    framed = framed_for_run(scene, "auto", "authors")
     assert framed.bound == 1.0 and scene.bound == 1.5  # the loaded scene is not modified
     p0, p1 = scene.train.poses[0], framed.train.poses[0]
     assert torch.allclose(p1[:3, 3], 0.8 * p0[:3, 3]) and torch.equal(p1[:3, :3], p0[:3, :3])
     point = p0[:3, 3] + 2.5 * (-p0[:3, 2])  # 2.5 units along the viewing axis
     assert torch.allclose(p1[:3, 3] + 0.8 * 2.5 * (-p1[:3, 2]), 0.8 * point, atol=1e-6)
-    assert framed_for_run(scene, "file", "file") is scene
+    assert framed_for_run(scene, "auto", "file") is scene
+    assert framed_for_run(scene, 1.5, "authors").bound == 1.5  # an explicit bound is kept
 
 
 def test_other_datasets_keep_their_frame(llff_scene_dir: Path) -> None:
     scene = load_scene(llff_scene_dir)
-    assert framed_for_run(scene, 1.0, "authors") is scene
+    assert framed_for_run(scene, "auto", "authors") is scene
 
 
 def test_paper_preset_trains_in_the_authors_frame_with_their_step(blender_scene_dir: Path, tmp_path: Path) -> None:

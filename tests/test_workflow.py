@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ngp_ohem.data.registry import BLENDER_SCENES, LLFF_SCENES
+from ngp_ohem.data.registry import BLENDER_SCENES, LLFF_SCENES, MIPNERF360_SCENES, SCENES
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -62,16 +62,16 @@ def write_config(tmp_path: Path, base: str, **changes: object) -> Path:
     return path
 
 
-def fake_data_root(root: Path, scenes: tuple[str, ...] = BLENDER_SCENES + LLFF_SCENES) -> Path:
+def fake_data_root(root: Path, scenes: tuple[str, ...] = BLENDER_SCENES + LLFF_SCENES, dataset: str = "") -> Path:
     """Marker files only: enough for the workflow to locate (not to load) each scene."""
     for scene in scenes:
-        if scene in BLENDER_SCENES:
-            folder = root / "nerf_synthetic" / scene
-            marker = "transforms_train.json"
+        if dataset == "mipnerf360":
+            folder, marker = root / "360_v2" / scene, "sparse/0/cameras.bin"
+        elif scene in BLENDER_SCENES:
+            folder, marker = root / "nerf_synthetic" / scene, "transforms_train.json"
         else:
-            folder = root / "nerf_llff_data" / scene
-            marker = "poses_bounds.npy"
-        folder.mkdir(parents=True)
+            folder, marker = root / "nerf_llff_data" / scene, "poses_bounds.npy"
+        (folder / marker).parent.mkdir(parents=True)
         (folder / marker).write_text("")
     return root
 
@@ -83,6 +83,13 @@ BAD_CONFIGS = {
     "negative-seed": ({"seeds": [0, -1]}, r"seeds"),
     "bad-override": ({"train_overrides": {"eval": {"final_views": -2}}}, r"train_overrides.*final_views"),
     "workflow-key": ({"train_overrides": {"budget_s": 5}}, r"train_overrides\.budget_s"),
+    "ambiguous-scene": ({"scenes": ["toy_blender", "room"]}, r"scenes\[1\].*write llff/room or mipnerf360/room"),
+    "same-scene-twice": ({"scenes": ["garden", "mipnerf360/garden"]}, r"scenes\[1\].*same scene as 'garden'"),
+    "by-scene-unknown": ({"train_overrides_by_scene": {"lego": {"bound": 2}}}, r"train_overrides_by_scene\.lego"),
+    "by-scene-bad-bound": (
+        {"train_overrides_by_scene": {"toy_llff": {"bound": 0}}},
+        r"train_overrides_by_scene\.toy_llff.*bound",
+    ),
 }
 
 
@@ -101,6 +108,9 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.Co
     full_root = fake_data_root(tmp / "data-all")
     calls["paper"] = ("-n", "--configfile", str(config / "paper.yaml"), "--config", f"data_root={full_root}")
     calls["paper-download"] = ("-n", "--configfile", str(config / "paper.yaml"))
+    root_360 = fake_data_root(tmp / "data-360", MIPNERF360_SCENES, dataset="mipnerf360")
+    calls["paper-360"] = ("-n", "--configfile", str(config / "paper_360.yaml"), "--config", f"data_root={root_360}")
+    calls["paper-360-download"] = ("-n", "--configfile", str(config / "paper_360.yaml"))
     some_root = fake_data_root(tmp / "data-some", ("lego", "fern"))
     calls["cpu"] = ("-n", "--configfile", str(config / "cpu.yaml"), "--config", f"data_root={some_root}")
     calls["default"] = ("-n", "--configfile", str(config / "config.yaml"))
@@ -127,7 +137,9 @@ def test_lint_is_clean_but_for_software_environments(results: dict) -> None:
 
 def test_schema_scene_enum_matches_the_registry() -> None:
     schema = yaml.safe_load(SCHEMA.read_text())
-    assert schema["$defs"]["benchmark_scene"]["enum"] == list(BLENDER_SCENES + LLFF_SCENES)
+    every_name = list(dict.fromkeys(n for names in SCENES.values() for n in names))
+    assert schema["$defs"]["benchmark_scene"]["enum"] == every_name
+    assert set(schema["properties"]["budgets"]["properties"]) == set(SCENES)
 
 
 @pytest.mark.parametrize("case", list(BAD_CONFIGS))
@@ -187,3 +199,43 @@ def test_tables_and_figures_need_only_the_csvs(results: dict) -> None:
     result = results["csv-only"]
     assert result.returncode == 0, result.stdout + result.stderr
     assert set(job_counts(result.stdout)) <= {"tables", "figures"}
+
+
+# The authors' runall_360_ngp.sh (nokia/ashawkey-torch-ngp@8fa4fbe, lines 2-8 and 11-17): --downscale, --bound.
+AUTHORS_360 = {
+    "room": (4, 8), "bonsai": (4, 8), "kitchen": (4, 8), "counter": (4, 8),
+    "garden": (8, 16), "stump": (8, 16), "bicycle": (8, 16),
+}  # fmt: skip
+
+
+def test_paper_360_config_holds_the_authors_per_scene_settings() -> None:
+    config = yaml.safe_load((REPO / "config" / "paper_360.yaml").read_text())
+    by_scene = {name.rpartition("/")[2]: o for name, o in config["train_overrides_by_scene"].items()}
+    assert {name: (o["downscale"], o["bound"]) for name, o in by_scene.items()} == AUTHORS_360
+    assert sorted(name.rpartition("/")[2] for name in config["scenes"]) == sorted(MIPNERF360_SCENES)
+    assert config["budgets"] == {"mipnerf360": 240} and config["preset"] == "paper"
+
+
+def test_paper_360_config_plans_7_scenes_2_arms_3_seeds(results: dict) -> None:
+    result = results["paper-360"]
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["train"] == 7 * 2 * 3
+    assert not any(job.startswith("download") for job in counts)
+    assert counts["train_overrides"] == 2  # indoor (images_4, bound 8) and outdoor (images_8, bound 16)
+    assert counts["renders"] == 1 and counts["tables"] == 1
+    runs = set(re.findall(r"results/runs/mipnerf360/(\w+)/(baseline|hsm)/seed(\d)/summary\.json", result.stdout))
+    assert runs == {(s, m, str(seed)) for s in MIPNERF360_SCENES for m in ("baseline", "hsm") for seed in range(3)}
+    assert re.search(r"360_v2/garden --method \w+ --seed \d --budget 240 --device cuda --preset paper", result.stdout)
+
+
+def test_paper_360_config_downloads_the_archive_once(results: dict) -> None:
+    result = results["paper-360-download"]
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["train"] == 42 and counts["download_mipnerf360"] == 1
+    command = "ngp-ohem download --dataset mipnerf360 --data-root resources/data --scenes " + " ".join(
+        MIPNERF360_SCENES
+    )
+    assert command in result.stdout
+    assert "--data resources/data/360_v2/room " in result.stdout

@@ -30,7 +30,7 @@ ITEMS: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "threshold min(mean, 10)": (["render.grid_max_density=10.0"], ("lego", "fern")),
     "unit min step": (["render.min_step=unit"], ("lego", "fern")),
     "white background": (["render.train_background=white"], ("lego", "fern")),
-    "Blender frame": (["frame.blender_bound=1.0", "frame.blender_scale=authors"], ("lego",)),
+    "Blender frame": (["frame.blender_scale=authors"], ("lego",)),
     "cascades auto": (["render.grid_cascades=auto"], ("fern",)),
     "LLFF cone 1/256": (["render.llff_cone_angle=0.00390625"], ("fern",)),
 }

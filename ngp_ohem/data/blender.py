@@ -110,8 +110,12 @@ def load_split(json_path: Path, downscale: int = 1) -> Split:
     )
 
 
-def load_blender(path: str | Path, downscale: int = 1, device: torch.device | str = "cpu") -> Scene:
-    """Load a Blender-format scene folder; downscale box-averages every image (premultiplied alpha)."""
+def load_blender(
+    path: str | Path, downscale: int = 1, device: torch.device | str = "cpu", bound: float = BOUND
+) -> Scene:
+    """Load a Blender-format scene folder; downscale box-averages every image (premultiplied alpha).
+
+    The poses are used as given, so ``bound`` only sets the box (the objects fill [-1.5, 1.5]^3)."""
     folder = Path(path)
     if not folder.is_dir():
         raise DatasetError(f"scene folder {folder} does not exist")
@@ -128,6 +132,6 @@ def load_blender(path: str | Path, downscale: int = 1, device: torch.device | st
         split.images = split.images.to(device)
         split.poses = split.poses.to(device)
     return Scene(
-        name=folder.resolve().name, kind="blender", train=train, test=test, bound=BOUND, near=NEAR, path=str(folder),
+        name=folder.resolve().name, kind="blender", train=train, test=test, bound=bound, near=NEAR, path=str(folder),
         notes=notes,
     )  # fmt: skip

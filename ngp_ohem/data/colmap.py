@@ -186,6 +186,23 @@ def qvec_to_rotation(q: np.ndarray) -> np.ndarray:
     )
 
 
+def opengl_pose(q: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The 4x4 OpenGL camera-to-world pose of a COLMAP image (world-to-camera quaternion q, translation t)."""
+    rot = qvec_to_rotation(q)
+    c2w = np.eye(4)
+    c2w[:3, :3] = rot.T * np.array([1.0, -1.0, -1.0])  # OpenCV [right, down, forward] -> OpenGL
+    c2w[:3, 3] = -rot.T @ t
+    return c2w
+
+
+def read_poses(folder: Path) -> np.ndarray:
+    """(N, 4, 4) OpenGL poses of the registered images sorted by name, without reading the points (cheap)."""
+    images = sorted(_read_images(folder), key=lambda item: item[0])
+    if not images:
+        raise DatasetError(f"{folder}: the COLMAP model has no registered images")
+    return np.stack([opengl_pose(q, t) for _, _, q, t, _ in images])
+
+
 def read_capture(folder: Path) -> ColmapCapture:
     """Read a sparse model folder into a :class:`ColmapCapture` (images sorted by name)."""
     cams = _read_cameras(folder)
@@ -201,12 +218,10 @@ def read_capture(folder: Path) -> ColmapCapture:
         if cam_id not in cams:
             raise DatasetError(f"{folder}: image {name} refers to camera {cam_id}, which cameras lacks")
         cameras.append(cams[cam_id])
-        rot = qvec_to_rotation(q)
-        centre = -rot.T @ t
-        c2w[i, :3, :3] = rot.T * np.array([1.0, -1.0, -1.0])  # OpenCV [right, down, forward] -> OpenGL
-        c2w[i, :3, 3] = centre
+        c2w[i] = opengl_pose(q, t)
+        centre = c2w[i, :3, 3]
         rows = [lookup[p] for p in observed.tolist() if p in lookup]
-        depth = (xyz[rows] - centre) @ rot[2] if rows else np.zeros(0)
+        depth = (xyz[rows] - centre) @ -c2w[i, :3, 2] if rows else np.zeros(0)
         depth = depth[depth > 0]
         if depth.size == 0:
             raise DatasetError(f"{folder}: image {name} observes no sparse point in front of it (no depth bounds)")

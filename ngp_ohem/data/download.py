@@ -1,7 +1,9 @@
-"""Fetch the official NeRF datasets (nerf_synthetic.zip, nerf_llff_data.zip) on a user's machine.
+"""Fetch the official datasets (nerf_synthetic.zip, nerf_llff_data.zip, 360_v2.zip) on a user's machine.
 
-Both archives come from the NeRF authors' Google Drive release folder (``RELEASE_PAGE``); Drive's
-direct-download endpoint is used with ``confirm=t`` so the large-file warning page is skipped.
+The two NeRF archives come from the NeRF authors' Google Drive release folder (``RELEASE_PAGE``); Drive's
+direct-download endpoint is used with ``confirm=t`` so the large-file warning page is skipped. The
+Mip-NeRF 360 archive (12.5 GB, the seven scenes the HSM authors run) is the one its project page
+(``MIPNERF360_PAGE``) links, on Google Cloud Storage, which honours Range requests.
 
 * Resumable: bytes go to ``<archive>.part`` and a re-run asks the server for the rest with an HTTP
   Range request (a server that ignores Range just restarts the file from zero).
@@ -33,18 +35,20 @@ from ngp_ohem.data.registry import DATASET_DIRS, SCENES
 from ngp_ohem.errors import DatasetError
 
 RELEASE_PAGE = "https://drive.google.com/drive/folders/128yBriW1IG_3NJ5Rp7APSTZsJqdJdfc1"
+MIPNERF360_PAGE = "https://jonbarron.info/mipnerf360/"
 _DRIVE = "https://drive.usercontent.google.com/download?id={}&export=download&confirm=t"
 CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class Archive:
-    """One downloadable archive: file name, mirrors tried in order, sha256 if known, top folder."""
+    """One downloadable archive: file name, mirrors tried in order, sha256 if known, top folder, release page."""
 
     filename: str
     urls: tuple[str, ...]
     sha256: str | None
     top: str  # folder inside the zip (and under the data root) that holds the scene folders
+    page: str = RELEASE_PAGE  # where a user fetches it by hand
 
 
 ARCHIVES = {
@@ -54,12 +58,20 @@ ARCHIVES = {
     "llff": Archive(
         "nerf_llff_data.zip", (_DRIVE.format("16VnMcF1KJYxN9QId6TClMsZRahHNMW5g"),), None, "nerf_llff_data"
     ),
-}
-_ALIASES = {"nerf_synthetic": "blender", "nerf_llff_data": "llff"}
-_MARKER = {"blender": "transforms_train.json", "llff": "poses_bounds.npy"}
+    # The project page links http://storage.googleapis.com/...; the same object is served over https.
+    # Scene folders sit at the top of the zip or under 360_v2/ (extract_scenes accepts both).
+    "mipnerf360": Archive(
+        "360_v2.zip", ("https://storage.googleapis.com/gresearch/refraw360/360_v2.zip",), None, "360_v2",
+        MIPNERF360_PAGE,
+    ),
+}  # fmt: skip
+_ALIASES = {"nerf_synthetic": "blender", "nerf_llff_data": "llff", "360_v2": "mipnerf360"}
+#: A file every complete scene folder has (a scene without it is extracted again).
+MARKER = {"blender": "transforms_train.json", "llff": "poses_bounds.npy", "mipnerf360": "sparse/0/cameras.bin"}
 _LAYOUT = {
     "blender": "<scene>/transforms_train.json, transforms_test.json, train/r_<i>.png, test/r_<i>.png",
     "llff": "<scene>/poses_bounds.npy and <scene>/images_8/*.png (or images_4/, images/)",
+    "mipnerf360": "<scene>/sparse/0/{cameras,images,points3D}.bin and <scene>/images_4/, images_8/",
 }
 
 
@@ -71,7 +83,7 @@ def manual_instructions(dataset: str, data_root: Path) -> str:
     """Where the data goes when it has to be fetched by hand."""
     archive = ARCHIVES[dataset]
     return (
-        f"download {archive.filename} from {RELEASE_PAGE} and unzip it into {data_root}, so that each "
+        f"download {archive.filename} from {archive.page} and unzip it into {data_root}, so that each "
         f"scene is at {data_root / archive.top}/{_LAYOUT[dataset]} (or put {archive.filename} itself "
         f"at {data_root / archive.filename} and re-run)"
     )
@@ -235,7 +247,7 @@ def download_dataset(
     timeout: float = 30.0,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> list[Path]:
-    """Make data_root/<dataset folder>/<scene> exist for the requested scenes (default: all eight).
+    """Make data_root/<dataset folder>/<scene> exist for the requested scenes (default: all of the dataset).
 
     Scenes already present are skipped; archive overrides the ARCHIVES entry (mirrors, tests).
     Returns the scene folders.
@@ -250,7 +262,7 @@ def download_dataset(
             raise DatasetError(f"unknown {dataset} scene '{name}'; known: {', '.join(SCENES[dataset])}")
     root = Path(data_root)
     folder = root / DATASET_DIRS[dataset]
-    todo = [n for n in names if not (folder / n / _MARKER[dataset]).is_file()]
+    todo = [n for n in names if not (folder / n / MARKER[dataset]).is_file()]
     if todo:
         zip_path = root / spec.filename
         fresh = not zip_path.is_file()

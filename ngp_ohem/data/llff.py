@@ -113,15 +113,18 @@ def poses_bounds_capture(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return c2w, arr[:, 15:17].copy()
 
 
-def normalize_poses(arr: np.ndarray, source: str = "poses_bounds.npy") -> tuple[np.ndarray, np.ndarray]:
+def normalize_poses(
+    arr: np.ndarray, source: str = "poses_bounds.npy", bound: float = BOUND
+) -> tuple[np.ndarray, np.ndarray]:
     """(N, 4, 4) framed OpenGL poses and (N, 2) framed bounds from an (N, 17) poses_bounds array."""
     c2w, bounds = poses_bounds_capture(arr)
     h, w, f = (float(v) for v in arr[0, [4, 9, 14]])
-    framed = frame_capture(c2w, bounds, corner_directions(w, h, f, f, 0.5 * w, 0.5 * h), BOUND, source)
+    framed = frame_capture(c2w, bounds, corner_directions(w, h, f, f, 0.5 * w, 0.5 * h), bound, source)
     return framed.c2w, framed.bounds
 
 
-def _read_images(paths: list[Path], extra: int) -> np.ndarray:
+def read_images(paths: list[Path], extra: int) -> np.ndarray:
+    """(N, H, W, 3) float32 RGB of the image files, each box-downscaled by ``extra``; all of one size."""
     images: np.ndarray | None = None  # filled in place: one copy in memory, not two
     for i, path in enumerate(paths):
         image = area_downscale(read_image(path, channels=3), extra, path)
@@ -137,7 +140,7 @@ def _read_images(paths: list[Path], extra: int) -> np.ndarray:
     return images
 
 
-def _match_images(capture: ColmapCapture, image_dir: Path) -> list[Path]:
+def match_images(capture: ColmapCapture, image_dir: Path) -> list[Path]:
     """The image file of every registered COLMAP image, matched by stem (images_8/ holds .png of .JPG names)."""
     by_stem = {p.stem.lower(): p for p in list_images(image_dir)}
     missing = [n for n in capture.names if Path(n).stem.lower() not in by_stem]
@@ -149,7 +152,8 @@ def _match_images(capture: ColmapCapture, image_dir: Path) -> list[Path]:
     return [by_stem[Path(n).stem.lower()] for n in capture.names]
 
 
-def _colmap_intrinsics(capture: ColmapCapture, w: int, h: int) -> Intrinsics:
+def colmap_intrinsics(capture: ColmapCapture, w: int, h: int) -> Intrinsics:
+    """The shared camera's intrinsics scaled to loaded images of w x h pixels (the ratio of the widths)."""
     cam = capture.cameras[0]
     if any(c != cam for c in capture.cameras):
         raise DatasetError(f"{capture.folder}: images use different cameras; one shared camera is supported")
@@ -161,44 +165,11 @@ def _colmap_intrinsics(capture: ColmapCapture, w: int, h: int) -> Intrinsics:
     return Intrinsics(fx=cam.fx / ratio, fy=cam.fy / ratio, cx=cam.cx / ratio, cy=cam.cy / ratio, width=w, height=h)
 
 
-def load_llff(path: str | Path, downscale: int = 1, device: torch.device | str = "cpu") -> Scene:
-    """Load an LLFF scene folder, framed into the box [-4, 4]^3 (see the module docstring).
-
-    downscale picks the image folder (see choose_image_folder); the focal length always follows the
-    actual ratio of the declared full-resolution width to the loaded width.
-    """
-    folder = Path(path)
-    if not folder.is_dir():
-        raise DatasetError(f"scene folder {folder} does not exist")
-    downscale = check_downscale(downscale)
-    image_dir, extra = choose_image_folder(folder, downscale)
-    sparse = find_sparse_model(folder)
-    if sparse is not None:
-        capture = read_capture(sparse)
-        paths = _match_images(capture, image_dir)
-        images = _read_images(paths, extra)
-        h, w = images.shape[1:3]
-        intr = _colmap_intrinsics(capture, w, h)
-        corners = corner_directions(w, h, intr.fx, intr.fy, intr.cx, intr.cy)
-        framed = frame_capture(capture.c2w, capture.bounds, corners, BOUND, str(sparse))
-        c2w, bounds, source = framed.c2w, framed.bounds, str(sparse)
-    else:
-        npy = folder / "poses_bounds.npy"
-        arr = read_poses_bounds(npy)
-        paths = list_images(image_dir)
-        if len(paths) != len(arr):
-            raise DatasetError(f"{image_dir} holds {len(paths)} images but {npy} has {len(arr)} pose rows")
-        images = _read_images(paths, extra)
-        h, w = images.shape[1:3]
-        full_h, full_w, focal = (float(v) for v in arr[0, [4, 9, 14]])
-        ratio = full_w / w
-        if abs(full_h / h - ratio) > 0.02 * ratio:
-            raise DatasetError(
-                f"images in {image_dir} are {w}x{h} but {npy} declares {full_w:g}x{full_h:g}: aspect ratios differ"
-            )
-        intr = Intrinsics(fx=focal / ratio, fy=focal / ratio, cx=0.5 * w, cy=0.5 * h, width=w, height=h)
-        c2w, bounds = normalize_poses(arr, str(npy))
-        source = str(npy)
+def holdout_splits(
+    images: np.ndarray, c2w: np.ndarray, bounds: np.ndarray, intr: Intrinsics, paths: list[Path], source: str,
+    device: torch.device | str,
+) -> tuple[Split, Split]:  # fmt: skip
+    """(train, test) of a capture in file order: every 8th image (i % 8 == 0) is a test image."""
     n = len(paths)
     test_idx = [i for i in range(n) if i % LLFF_HOLDOUT_EVERY == 0]
     train_idx = [i for i in range(n) if i % LLFF_HOLDOUT_EVERY != 0]
@@ -216,12 +187,54 @@ def load_llff(path: str | Path, downscale: int = 1, device: torch.device | str =
             depth_bounds=torch.from_numpy(bounds[idx].astype(np.float32)).to(device),
         )
 
+    return split(train_idx), split(test_idx)
+
+
+def load_llff(path: str | Path, downscale: int = 1, device: torch.device | str = "cpu", bound: float = BOUND) -> Scene:
+    """Load an LLFF scene folder, framed into the box [-bound, bound]^3 (default 4, see the module docstring).
+
+    downscale picks the image folder (see choose_image_folder); the focal length always follows the
+    actual ratio of the declared full-resolution width to the loaded width.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise DatasetError(f"scene folder {folder} does not exist")
+    downscale = check_downscale(downscale)
+    image_dir, extra = choose_image_folder(folder, downscale)
+    sparse = find_sparse_model(folder)
+    if sparse is not None:
+        capture = read_capture(sparse)
+        paths = match_images(capture, image_dir)
+        images = read_images(paths, extra)
+        h, w = images.shape[1:3]
+        intr = colmap_intrinsics(capture, w, h)
+        corners = corner_directions(w, h, intr.fx, intr.fy, intr.cx, intr.cy)
+        framed = frame_capture(capture.c2w, capture.bounds, corners, bound, str(sparse))
+        c2w, bounds, source = framed.c2w, framed.bounds, str(sparse)
+    else:
+        npy = folder / "poses_bounds.npy"
+        arr = read_poses_bounds(npy)
+        paths = list_images(image_dir)
+        if len(paths) != len(arr):
+            raise DatasetError(f"{image_dir} holds {len(paths)} images but {npy} has {len(arr)} pose rows")
+        images = read_images(paths, extra)
+        h, w = images.shape[1:3]
+        full_h, full_w, focal = (float(v) for v in arr[0, [4, 9, 14]])
+        ratio = full_w / w
+        if abs(full_h / h - ratio) > 0.02 * ratio:
+            raise DatasetError(
+                f"images in {image_dir} are {w}x{h} but {npy} declares {full_w:g}x{full_h:g}: aspect ratios differ"
+            )
+        intr = Intrinsics(fx=focal / ratio, fy=focal / ratio, cx=0.5 * w, cy=0.5 * h, width=w, height=h)
+        c2w, bounds = normalize_poses(arr, str(npy), bound=bound)
+        source = str(npy)
+    train, test = holdout_splits(images, c2w, bounds, intr, paths, source, device)
     return Scene(
         name=folder.resolve().name,
         kind="llff",
-        train=split(train_idx),
-        test=split(test_idx),
-        bound=BOUND,
+        train=train,
+        test=test,
+        bound=bound,
         near=float(NEAR_MARGIN * bounds[:, 0].min()),
         path=str(folder),
         poses_source=source,

@@ -1,9 +1,10 @@
-"""Small procedural scenes written in the real Blender and LLFF formats, rendered by exact ray casting.
+"""Small procedural scenes written in the real Blender, LLFF and Mip-NeRF 360 formats, by exact ray casting.
 
 They let the tests and the embedded default go through the same loaders as real data, with known
-geometry: spheres and axis-aligned boxes (plus a back plane for LLFF) with position-dependent
-textures and view-independent Lambertian shading, anti-aliased by 2x2 supersampling. Everything is
-a pure function of the seed (numpy only), so the same seed gives byte-identical files.
+geometry: spheres and axis-aligned boxes (plus a back plane for LLFF, a ground slab and a far
+background for 360) with position-dependent textures and view-independent Lambertian shading,
+anti-aliased by 2x2 supersampling. Everything is a pure function of the seed (numpy only), so the
+same seed gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ngp_ohem.errors import ConfigError, DatasetError
 CAMERA_ANGLE_X = 0.69
 BLENDER_RADIUS = 4.0
 LLFF_FACTOR = 8  # images_8/ is written; hwf in poses_bounds.npy declares 8x its resolution
+MIPNERF360_FACTORS = (4, 8)  # images_4/ and images_8/ are written; COLMAP declares 8x images_8/
 LIGHT = np.array([0.3, 0.5, 0.8]) / np.linalg.norm([0.3, 0.5, 0.8])
 SUPERSAMPLE = 2
 
@@ -367,12 +369,128 @@ def make_llff_scene(
     return out
 
 
+MIPNERF360_RING = (3.8, 4.2)  # camera distance from the object's axis, canonical units
+MIPNERF360_HEIGHT = (0.8, 1.6)  # camera height above the object centre
+MIPNERF360_FAR = 45.0  # distance of the farthest background sphere: beyond bound 8, inside bound 16
+
+
+def mipnerf360_geometry(seed: int = 0) -> list[Primitive]:
+    """An unbounded 360 scene in its canonical frame (z up, object at the origin, cameras at radius ~4).
+
+    A central sphere, a box and a small sphere on a ground slab (top at z = -0.5, 36 x 36 wide), three
+    background spheres 12-14 away, and one large sphere ``MIPNERF360_FAR`` away; above the horizon the
+    sky is black. Framed as the authors frame 360 captures (cameras in the unit ball), the near
+    background lands ~3 units out and the far sphere ~11, so bound 8 clips it and bound 16 holds it.
+    """
+    rng = np.random.default_rng([seed, 5])
+    ground = _random_primitive(rng, "box", np.array([0.0, 0.0, -0.55]), np.array([18.0, 18.0, 0.05]))
+    ground = replace(ground, freq=float(rng.uniform(1.0, 1.5)))
+    r0 = rng.uniform(0.4, 0.5)
+    prims = [ground, _random_primitive(rng, "sphere", np.array([*rng.uniform(-0.1, 0.1, 2), 0.0]), np.full(3, r0))]
+    half = rng.uniform(0.2, 0.3, 3)
+    az = rng.uniform(0.0, 2.0 * math.pi)
+    box_centre = np.array([0.8 * math.cos(az), 0.8 * math.sin(az), -0.5 + half[2]])
+    prims.append(_random_primitive(rng, "box", box_centre, half))
+    r = rng.uniform(0.15, 0.25)
+    az += rng.uniform(2.0, 4.0)
+    prims.append(_random_primitive(rng, "sphere", np.array([0.9 * math.cos(az), 0.9 * math.sin(az), -0.5 + r]),
+                                   np.full(3, r)))  # fmt: skip
+    for k in range(3):
+        az = 2.0 * math.pi * (k + rng.uniform(0.2, 0.8)) / 3.0
+        dist, radius = rng.uniform(12.0, 14.0), rng.uniform(2.0, 3.0)
+        centre = np.array([dist * math.cos(az), dist * math.sin(az), rng.uniform(0.5, 2.0)])
+        prims.append(replace(_random_primitive(rng, "sphere", centre, np.full(3, radius)), freq=0.5))
+    az = rng.uniform(0.0, 2.0 * math.pi)
+    centre = np.array([MIPNERF360_FAR * math.cos(az), MIPNERF360_FAR * math.sin(az), 6.0])
+    prims.append(replace(_random_primitive(rng, "sphere", centre, np.full(3, 8.0)), freq=0.15))
+    return prims
+
+
+def mipnerf360_cameras(seed: int, n_images: int) -> np.ndarray:
+    """(N, 4, 4) canonical OpenGL poses on a jittered ring around the object, each looking near the origin."""
+    rng = np.random.default_rng([seed, 6])
+    poses = []
+    for i in range(n_images):
+        az = 2.0 * math.pi * (i + rng.uniform(-0.2, 0.2)) / n_images
+        dist, height = rng.uniform(*MIPNERF360_RING), rng.uniform(*MIPNERF360_HEIGHT)
+        pos = np.array([dist * math.cos(az), dist * math.sin(az), height])
+        poses.append(_look_at(pos, rng.normal(0.0, 0.1, 3), np.array([0.0, 0.0, 1.0])))
+    return np.stack(poses)
+
+
+def opengl_to_llff(c2w: np.ndarray) -> np.ndarray:
+    """(3, 4) [down, right, back, t] of an OpenGL [right, up, back, t] camera-to-world matrix."""
+    return np.stack([-c2w[:3, 1], c2w[:3, 0], c2w[:3, 2], c2w[:3, 3]], axis=1)
+
+
+def make_mipnerf360_scene(
+    out_dir: str | Path, seed: int = 0, width: int = 48, height: int = 32, n_images: int = 24
+) -> Path:
+    """Write a Mip-NeRF 360-format scene: ``sparse/0/`` (COLMAP), ``images_4/``, ``images_8/`` and
+    ``poses_bounds.npy``, as the release has them.
+
+    width x height is the images_8/ size; images_4/ is rendered at twice it and images_8/ is its 2x2
+    box average; the COLMAP camera declares 8x images_8/ (the "full" resolution). Images are PNG under
+    the COLMAP names' stems (the release's are JPG). The COLMAP image ids are in a shuffled order, so a
+    loader must sort by name; the capture sits in a random similarity frame, as COLMAP output does.
+    The sparse points are every 97th visible surface point; poses_bounds.npy holds the exact min/max
+    z-depths of the visible surface.
+    """
+    width, height = _check_size("width", width, 4), _check_size("height", height, 4)
+    n_images = _check_size("n_images", n_images, 2)
+    out = Path(out_dir)
+    prims = mipnerf360_geometry(seed)
+    poses = mipnerf360_cameras(seed, n_images)
+    scale, rot, trans = _random_similarity(np.random.default_rng([seed, 7]))
+    fine, coarse = MIPNERF360_FACTORS
+    w4, h4 = width * coarse // fine, height * coarse // fine
+    focal4 = 0.7 * w4
+    for factor in MIPNERF360_FACTORS:
+        _clear(out / f"images_{factor}", "DSC*.png")
+    names = [f"DSC{i:05d}.JPG" for i in range(n_images)]
+    rows, surface, observed = [], [], []
+    for i, c2w in enumerate(poses):
+        o, d = camera_rays(c2w, w4, h4, focal4)
+        rgb, _, t = _shade(prims, o, d)
+        hit = np.flatnonzero(np.isfinite(t))[::97]
+        start = sum(len(x) for x in surface)
+        surface.append(o[hit] + t[hit, None] * d[hit])
+        observed.append(np.arange(start, start + len(hit)))
+        fine_image = _downsample(rgb, w4, h4)
+        stem = Path(names[i]).stem
+        Image.fromarray(_to_uint8(fine_image), "RGB").save(out / f"images_{fine}" / f"{stem}.png")
+        coarse_image = fine_image.reshape(height, 2, width, 2, 3).mean(axis=(1, 3))
+        Image.fromarray(_to_uint8(coarse_image), "RGB").save(out / f"images_{coarse}" / f"{stem}.png")
+        depth = (t * (d @ -c2w[:3, 2]))[np.isfinite(t)]
+        world = np.eye(4)
+        world[:3, :3] = rot @ c2w[:3, :3]
+        world[:3, 3] = scale * rot @ c2w[:3, 3] + trans
+        hwf = coarse * np.array([[height], [width], [focal4 * fine / coarse]])
+        llff = np.concatenate([opengl_to_llff(world), hwf], axis=1)
+        rows.append(np.concatenate([llff.ravel(), scale * np.array([depth.min(), depth.max()])]))
+    np.save(out / "poses_bounds.npy", np.stack(rows).astype(np.float64))
+    world = np.tile(np.eye(4), (n_images, 1, 1))
+    world[:, :3, :3] = rot @ poses[:, :3, :3]
+    world[:, :3, 3] = scale * poses[:, :3, 3] @ rot.T + trans
+    points = scale * np.concatenate(surface) @ rot.T + trans
+    full_w, full_h, full_f = coarse * width, coarse * height, focal4 * fine
+    camera = ColmapCamera(full_w, full_h, full_f, full_f, 0.5 * full_w, 0.5 * full_h)
+    order = np.random.default_rng([seed, 8]).permutation(n_images)  # COLMAP ids not in name order
+    write_model(out / "sparse" / "0", [names[i] for i in order], camera, world[order], points,
+                [observed[i] for i in order])  # fmt: skip
+    return out
+
+
 def make_scene(kind: str, out_dir: str | Path, seed: int = 0, size: int | None = None, depth: str = "standard") -> Path:
-    """Entry point of ``ngp-ohem make-scene``: kind "blender" (size x size) or "llff" (size x 3/4 size,
-    ``depth`` "standard" or "deep", see :func:`llff_geometry`)."""
+    """Entry point of ``ngp-ohem make-scene``: kind "blender" (size x size), "llff" (size x 3/4 size,
+    ``depth`` "standard" or "deep", see :func:`llff_geometry`) or "mipnerf360" (images_8/ of size x 2/3
+    size, images_4/ twice that)."""
     if kind == "blender":
         return make_blender_scene(out_dir, seed=seed, size=100 if size is None else size)
     if kind == "llff":
         width = 100 if size is None else _check_size("size", size, 4)
         return make_llff_scene(out_dir, seed=seed, width=width, height=max(4, round(0.75 * width)), depth=depth)
-    raise DatasetError(f"unknown procedural scene kind '{kind}'; known: blender, llff")
+    if kind == "mipnerf360":
+        width = 48 if size is None else _check_size("size", size, 4)
+        return make_mipnerf360_scene(out_dir, seed=seed, width=width, height=max(4, round(2 * width / 3)))
+    raise DatasetError(f"unknown procedural scene kind '{kind}'; known: blender, llff, mipnerf360")

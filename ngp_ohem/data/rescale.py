@@ -14,6 +14,7 @@ import dataclasses
 from ngp_ohem.data.scene import Scene, Split
 
 AUTHORS_SCALE = 0.8
+AUTHORS_BOUND = 1.0
 AUTHORS_SCALE_BY_SCENE = {"hotdog": 0.7, "ship": 0.7}
 
 
@@ -37,9 +38,13 @@ def rescaled(scene: Scene, scale: float, bound: float) -> Scene:
 
 
 def framed_for_run(scene: Scene, bound: float | str, scale: float | str) -> Scene:
-    """A Blender scene in the configured frame (``"file"``: as loaded); other datasets unchanged."""
-    if scene.kind != "blender" or (bound == "file" and scale == "file"):
+    """A Blender scene in the configured frame; other datasets unchanged.
+
+    ``scale``: ``"file"`` (as loaded), ``"authors"`` (0.8, 0.7 for hotdog and ship) or a number; ``bound``
+    the run's ``bound`` key: with ``"auto"`` a scaled scene gets the authors' unit box, a number is kept
+    (the loader has already set it).
+    """
+    if scene.kind != "blender" or scale == "file":
         return scene
-    s = 1.0 if scale == "file" else authors_scale(scene.name) if scale == "authors" else float(scale)
-    b = scene.bound if bound == "file" else float(bound)
-    return rescaled(scene, s, b)
+    s = authors_scale(scene.name) if scale == "authors" else float(scale)
+    return rescaled(scene, s, AUTHORS_BOUND if bound == "auto" else scene.bound)

@@ -24,7 +24,7 @@ RECIPE_START = "<!-- recipe:start (generated from ngp_ohem/recipe.py by python -
 RECIPE_END = "<!-- recipe:end -->"
 TABLES = ("quality", "speedup", "memory", "hard_fraction")
 FIGURE = "mean_psnr_vs_time.png"
-RENDERS = {"blender": "renders_blender.png", "llff": "renders_llff.png"}
+RENDERS = {"blender": "renders_blender.png", "llff": "renders_llff.png", "mipnerf360": "renders_mipnerf360.png"}
 
 
 def provenance(runs: pd.DataFrame) -> str:

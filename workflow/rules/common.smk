@@ -14,16 +14,16 @@ from snakemake.utils import validate
 import ngp_ohem.report
 from ngp_ohem.config import DEFAULTS, deep_merge
 from ngp_ohem.config import validate as validate_train_config
-from ngp_ohem.data.registry import DATASET_DIRS, SCENES
-from ngp_ohem.errors import ConfigError
+from ngp_ohem.data.download import MARKER
+from ngp_ohem.data.registry import DATASET_DIRS, SCENES, resolve
+from ngp_ohem.errors import ConfigError, DatasetError
 
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-REGISTRY = {scene: dataset for dataset, names in SCENES.items() for scene in names}
 PROCEDURAL = config["procedural_scenes"]
 DOWNLOAD_ROOT = "resources/data"
-MARKER = {"blender": "transforms_train.json", "llff": "poses_bounds.npy"}
+DATASET_ORDER = tuple(SCENES)  # blender, llff, mipnerf360
 # Keys of a run's configuration that the workflow sets itself (from methods, seeds, budgets, device).
 WORKFLOW_KEYS = ("method", "seed", "budget_s", "device", "threads")
 
@@ -32,23 +32,43 @@ def config_error(key, message):
     return WorkflowError(f"Error validating config file: config key '{key}': {message}")
 
 
+def scene_key(token):
+    """(dataset, scene) of a config scene entry: a procedural scene, 'lego', or 'mipnerf360/room'."""
+    if token in PROCEDURAL:
+        return PROCEDURAL[token]["kind"], token
+    return resolve(token)
+
+
 def check_config():
     """What the JSON schema cannot say: scene names known, budgets present, overrides valid."""
+    keys = {}
     for i, name in enumerate(config["scenes"]):
-        if name not in PROCEDURAL and name not in REGISTRY:
+        try:
+            key = scene_key(name)
+        except DatasetError as err:
             declared = ", ".join(PROCEDURAL) or "none"
             raise config_error(
                 f"scenes[{i}]",
-                f"unknown scene '{name}': neither a benchmark scene ({', '.join(REGISTRY)}) nor a procedural "
-                f"scene declared under procedural_scenes ({declared})",
-            )
+                f"{err}; or a procedural scene declared under procedural_scenes ({declared})",
+            ) from None
+        if key in keys:
+            raise config_error(f"scenes[{i}]", f"'{name}' names the same scene as '{keys[key]}'")
+        keys[key] = name
     for name in config["scenes"]:
-        dataset = scene_dataset(name)
+        dataset = scene_key(name)[0]
         if dataset not in config["budgets"]:
             raise config_error(f"budgets.{dataset}", f"missing: scene '{name}' is a {dataset} scene")
-    for key, overrides in [("train_overrides", config["train_overrides"])] + [
-        (f"train_overrides_by_dataset.{d}", o) for d, o in config["train_overrides_by_dataset"].items()
-    ]:
+    for name in config["train_overrides_by_scene"]:
+        if name not in config["scenes"]:
+            raise config_error(
+                f"train_overrides_by_scene.{name}", f"not one of the scenes ({', '.join(config['scenes'])})"
+            )
+    sections = (
+        [("train_overrides", config["train_overrides"])]
+        + [(f"train_overrides_by_dataset.{d}", o) for d, o in config["train_overrides_by_dataset"].items()]
+        + [(f"train_overrides_by_scene.{s}", o) for s, o in config["train_overrides_by_scene"].items()]
+    )
+    for key, overrides in sections:
         for forbidden in WORKFLOW_KEYS:
             if forbidden in overrides:
                 raise config_error(
@@ -60,45 +80,40 @@ def check_config():
             raise config_error(key, str(err)) from None
 
 
-def scene_dataset(name):
-    """'blender' or 'llff' for a benchmark or a procedural scene."""
-    return PROCEDURAL[name]["kind"] if name in PROCEDURAL else REGISTRY[name]
-
-
-def located_dir(name):
-    """Folder of a benchmark scene under config data_root, or None when it is not there."""
-    dataset = REGISTRY[name]
-    folder = Path(config["data_root"]) / DATASET_DIRS[dataset] / name
+def located_dir(root, dataset, name):
+    """Folder of a benchmark scene under root, or None when it is not there (complete)."""
+    folder = Path(root) / DATASET_DIRS[dataset] / name
     return str(folder) if (folder / MARKER[dataset]).is_file() else None
 
 
-def download_dir(name):
-    return f"{DOWNLOAD_ROOT}/{DATASET_DIRS[REGISTRY[name]]}/{name}"
+def download_dir(dataset, name):
+    return f"{DOWNLOAD_ROOT}/{DATASET_DIRS[dataset]}/{name}"
 
 
 def resolve_scenes():
-    """{scene: folder} of the scenes to run; {dataset: [scenes]} to download. Applies missing_data."""
+    """{(dataset, scene): folder} of the scenes to run; {dataset: [scenes]} to download. Applies missing_data."""
     folders, downloads, missing = {}, {}, []
-    for name in config["scenes"]:
-        if name in PROCEDURAL:
-            folders[name] = f"results/scenes/{name}"
+    for token in config["scenes"]:
+        dataset, name = scene_key(token)
+        if token in PROCEDURAL:
+            folders[dataset, name] = f"results/scenes/{name}"
             continue
-        found = located_dir(name)
-        if found is None and config["missing_data"] != "download" and located_in(DOWNLOAD_ROOT, name):
-            found = download_dir(name)
+        found = located_dir(config["data_root"], dataset, name)
+        if found is None and config["missing_data"] != "download":
+            found = located_dir(DOWNLOAD_ROOT, dataset, name)
         if found is not None:
-            folders[name] = found
+            folders[dataset, name] = found
         elif config["missing_data"] == "download":
-            folders[name] = download_dir(name)
-            downloads.setdefault(REGISTRY[name], []).append(name)
+            folders[dataset, name] = download_dir(dataset, name)
+            downloads.setdefault(dataset, []).append(name)
         else:
-            missing.append(name)
+            missing.append(token)
     where = Path(config["data_root"])
     if missing and config["missing_data"] == "error":
         raise config_error(
             "data_root",
-            f"scenes {', '.join(missing)} not found under {where} (expected {where}/nerf_synthetic/<scene> or "
-            f"{where}/nerf_llff_data/<scene>); set missing_data: download or skip",
+            f"scenes {', '.join(missing)} not found under {where} (expected {where}/<dataset folder>/<scene>, "
+            f"the dataset folders being {', '.join(DATASET_DIRS.values())}); set missing_data: download or skip",
         )
     if missing:
         print(f"ngp-ohem workflow: skipping scenes not found under {where}: {', '.join(missing)}", file=sys.stderr)
@@ -107,15 +122,11 @@ def resolve_scenes():
     return folders, downloads
 
 
-def located_in(root, name):
-    dataset = REGISTRY[name]
-    return (Path(root) / DATASET_DIRS[dataset] / name / MARKER[dataset]).is_file()
-
-
 check_config()
 SCENE_DIRS, DOWNLOADS = resolve_scenes()
-RUN_SCENES = list(SCENE_DIRS)
-DATASETS = [d for d in ("blender", "llff") if any(scene_dataset(s) == d for s in RUN_SCENES)]
+RUN_KEYS = list(SCENE_DIRS)  # (dataset, scene) of every scene that runs
+TOKENS = {scene_key(token): token for token in config["scenes"]}  # how the config names each
+DATASETS = [d for d in DATASET_ORDER if any(dataset == d for dataset, _ in RUN_KEYS)]
 RENDER_SEED = min(config["seeds"])
 RUN_PATTERN = "results/runs/{dataset}/{scene}/{method}/seed{seed}"
 
@@ -123,9 +134,9 @@ RUN_PATTERN = "results/runs/{dataset}/{scene}/{method}/seed{seed}"
 def run_dirs(dataset=None, seeds=None):
     """Output folders of every run (of one dataset / some seeds)."""
     return [
-        RUN_PATTERN.format(dataset=scene_dataset(scene), scene=scene, method=method, seed=seed)
-        for scene in RUN_SCENES
-        if dataset is None or scene_dataset(scene) == dataset
+        RUN_PATTERN.format(dataset=d, scene=scene, method=method, seed=seed)
+        for d, scene in RUN_KEYS
+        if dataset is None or d == dataset
         for method in config["methods"]
         for seed in (config["seeds"] if seeds is None else seeds)
     ]
@@ -148,7 +159,7 @@ def regex_alternatives(names):
 def scene_input(wildcards):
     """The scene folder of a run. Benchmark data is read-only input: ancient(), so a folder's mtime
     (e.g. a file added next to the images) never retrains; procedural scenes retrain when regenerated."""
-    folder = SCENE_DIRS[wildcards.scene]
+    folder = SCENE_DIRS[wildcards.dataset, wildcards.scene]
     return folder if wildcards.scene in PROCEDURAL else ancient(folder)
 
 
@@ -171,24 +182,31 @@ def procedural_param(key):
     return get
 
 
-def dataset_overrides(dataset):
-    """The run-config overrides every run of a dataset gets (train_overrides, then the dataset's own)."""
-    return deep_merge(config["train_overrides"], config["train_overrides_by_dataset"].get(dataset, {}))
+def scene_overrides(dataset, scene):
+    """The run-config overrides every run of a scene gets: train_overrides, then its dataset's, then its own
+    (train_overrides_by_scene, keyed as the config's scenes list names it: e.g. the authors' 360 bound)."""
+    by_dataset = config["train_overrides_by_dataset"].get(dataset, {})
+    by_scene = config["train_overrides_by_scene"].get(TOKENS[dataset, scene], {})
+    return deep_merge(deep_merge(config["train_overrides"], by_dataset), by_scene)
 
 
-def overrides_digest(dataset):
-    text = json.dumps(dataset_overrides(dataset), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
+def digest_of(overrides):
+    return hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:10]
+
+
+# (dataset, digest) -> overrides: one file per distinct set, shared by the scenes that have it.
+OVERRIDE_SETS = {(d, digest_of(scene_overrides(d, s))): scene_overrides(d, s) for d, s in RUN_KEYS}
 
 
 def train_overrides_for(wildcards):
-    return dataset_overrides(wildcards.dataset)
+    return OVERRIDE_SETS[wildcards.dataset, wildcards.digest]
 
 
 def overrides_file(wildcards):
     """The overrides YAML of a run. Its name carries a digest of its content, so configs that share this
     working directory never rewrite each other's file (which would make their runs look outdated)."""
-    return f"results/config/train_overrides_{wildcards.dataset}_{overrides_digest(wildcards.dataset)}.yaml"
+    digest = digest_of(scene_overrides(wildcards.dataset, wildcards.scene))
+    return f"results/config/train_overrides_{wildcards.dataset}_{digest}.yaml"
 
 
 def train_threads():
@@ -246,7 +264,7 @@ def final_outputs():
 
 
 wildcard_constraints:
-    dataset="blender|llff",
+    dataset="|".join(DATASET_ORDER),
     method="baseline|hsm",
     scene=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     seed=r"\d+",

@@ -29,7 +29,7 @@ for _dataset, _scenes in DOWNLOADS.items():
         name:
             f"download_{_dataset}"
         output:
-            [directory(download_dir(s)) for s in _scenes],
+            [directory(download_dir(_dataset, s)) for s in _scenes],
         params:
             dataset=_dataset,
             root=download_root,
