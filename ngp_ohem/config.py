@@ -76,6 +76,7 @@ SCHEMA: dict[str, Any] = _section(
                 "t_threshold": _FRACTION,
                 "cone_angle": {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"const": "auto"}]},
                 "min_step": {"enum": ["unit", "box"]},
+                "camera_near_far": {"anyOf": [{"type": "boolean"}, {"const": "auto"}]},
             }
         ),
         "frame": _section(
@@ -157,6 +158,8 @@ DEFAULTS: dict[str, Any] = {
         "cone_angle": "auto",  # per dataset: 0 on Blender, llff_cone_angle on LLFF / 360 (protocol.cone_angle)
         # Smallest marching step: "unit" 2 sqrt(3) / max_steps (the authors'), "box" that times the bound.
         "min_step": "unit",
+        # Each camera's rays only between its nearest and farthest sparse point; "auto": on Mip-NeRF 360.
+        "camera_near_far": "auto",
     },
     # Blender scenes in the authors' frame: world scaled 0.8 (0.7 hotdog, ship), and with bound "auto" the box
     # [-1, 1]^3; "file": as loaded (bound 1.5, unscaled). See data/rescale.py.
@@ -182,23 +185,12 @@ DEFAULTS: dict[str, Any] = {
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    # Every difference from "paper" is a row of ngp_ohem/recipe.py, with its reason.
+    # Every difference from "paper" is a row of ngp_ohem/recipe.py, with its reason; each other row was measured
+    # one at a time on lego and fern (benchmarks/adhoc/recipe_ablation.py) and follows the paper.
     "cpu": {
         "field": {"log2_table_size": 17, "density_layers": 1, "color_hidden": 0},
-        "render": {
-            "grid_resolution": 64,
-            "grid_cascades": 1,
-            "target_samples": 1 << 16,
-            "initial_rays": 1024,
-            "grid_max_density": "optical",
-            "llff_cone_angle": 1.0 / 128,
-            "train_background": "random",
-            "min_step": "box",
-        },
-        "frame": {"blender_scale": "file"},
-        "optim": {"beta2": 0.99, "lr_final_factor": 0.1},
+        "render": {"grid_resolution": 64, "target_samples": 1 << 16, "initial_rays": 1024},
         "eval": {"subset_views": 4, "ema_decay": 0.0},
-        "precision": "fp32",
     },
 }
 

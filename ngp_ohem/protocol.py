@@ -54,6 +54,12 @@ def cone_angle(dataset: str, configured: float | str, llff: float) -> float:
     return llff if dataset in CONE_TRACED else 0.0
 
 
+def camera_near_far(configured: bool | str, dataset: str) -> bool:
+    """Whether rays march only within their camera's sparse depth range: ``auto`` on Mip-NeRF 360 (the
+    authors' 360 script passes ``--enable_cam_near_far``; their Blender and LLFF scripts do not)."""
+    return dataset == "mipnerf360" if configured == "auto" else bool(configured)
+
+
 def train_background_kind(configured: str, dataset: str) -> str:
     """``random`` or ``white``: the configured one, or for ``"auto"`` the authors' for the dataset."""
     if configured != "auto":

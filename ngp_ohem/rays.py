@@ -41,14 +41,14 @@ class RaySampler:
         self.n_pixels = n * h * w
         self.width, self.height = w, h
 
-    def sample(self, n_rays: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Origins, directions and pixel values (RGB or RGBA) of ``n_rays`` random pixels."""
+    def sample(self, n_rays: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Origins, directions, pixel values (RGB or RGBA) and image indices of ``n_rays`` random pixels."""
         flat = torch.randint(0, self.n_pixels, (n_rays,), device=self.images.device, generator=self.generator)
         img = flat // (self.width * self.height)
         rem = flat % (self.width * self.height)
         py, px = rem // self.width, rem % self.width
         origins, dirs = pixel_rays(self.poses[img], self.split.intrinsics, px, py)
-        return origins, dirs, self.images[img, py, px]
+        return origins, dirs, self.images[img, py, px], img
 
 
 def image_rays(pose: torch.Tensor, intrinsics: Intrinsics) -> tuple[torch.Tensor, torch.Tensor]:

@@ -56,6 +56,7 @@ from ngp_ohem.precision import Precision, network
 from ngp_ohem.provenance import environment_info
 from ngp_ohem.rays import RaySampler, image_rays
 from ngp_ohem.render.inference import render_rays
+from ngp_ohem.render.limits import RayLimits
 from ngp_ohem.render.march import Stepping, march_rays, step_size
 from ngp_ohem.render.occupancy import OccupancyGrid, auto_cascades
 from ngp_ohem.threads import ThreadGovernor
@@ -198,6 +199,11 @@ class Trainer:
         )
         k = scene.train.intrinsics
         self.grid.mark_unseen(scene.train.poses, k.fx, k.fy, k.cx, k.cy, k.width, k.height)
+        near_far = protocol.camera_near_far(r["camera_near_far"], scene.kind)
+        self.train_limits, self.test_limits = (
+            RayLimits.of_split(split.poses, split.depth_bounds, scene.content_box, scene.near, near_far)
+            for split in (scene.train, scene.test)
+        )
         self.strategy = build_strategy(cfg, self.generator)
         self.sampler = RaySampler(scene.train, self.device, self.generator)
         self.meter = ContentionMeter()
@@ -228,11 +234,12 @@ class Trainer:
             group["lr"] = self.learning_rate()
         phases = PhaseClock(self.cfg.profile, self.device)  # the shared parts; strategies time their own
         n_rays = int(self.n_rays)
-        origins, dirs, pixels = self.sampler.sample(n_rays)
+        origins, dirs, pixels, cameras = self.sampler.sample(n_rays)
         jitter = torch.rand(n_rays, device=self.device, generator=self.generator)
+        limits = None if self.train_limits is None else self.train_limits.for_rays(origins, dirs, cameras)
         samples = march_rays(
             origins, dirs, self.grid, self.scene.near, r["max_steps"], jitter, max_samples=r["target_samples"],
-            stepping=self.stepping,
+            stepping=self.stepping, limits=limits,
         )  # fmt: skip
         kept = samples.n_rays
         background = protocol.train_background(self.train_background, kept, self.device, self.generator)
@@ -287,8 +294,9 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------------
     @torch.no_grad()
-    def render_image(self, pose: torch.Tensor) -> torch.Tensor:
-        """Render one test view (H, W, 3) on the evaluation background."""
+    def render_image(self, pose: torch.Tensor, view: int | None = None) -> torch.Tensor:
+        """Render one test view (H, W, 3) on the evaluation background; ``view``: its index in the test
+        split, for its camera's near/far (render/limits.py)."""
         intr = self.scene.test.intrinsics
         origins, dirs = image_rays(pose.to(self.device), intr)
         chunk = self.cfg.eval["chunk_rays"]
@@ -296,10 +304,14 @@ class Trainer:
         for s in range(0, origins.shape[0], chunk):
             o, d = origins[s : s + chunk], dirs[s : s + chunk]
             bg = protocol.eval_background(o.shape[0], self.device)
+            limits = None
+            if self.test_limits is not None and view is not None:
+                cams = torch.full((o.shape[0],), view, dtype=torch.int64, device=self.device)
+                limits = self.test_limits.for_rays(o, d, cams)
             out.append(
                 render_rays(
                     self.activated_field, o, d, self.grid, self.scene.near, self.cfg.render["max_steps"], bg,
-                    self.cfg.render["t_threshold"], stepping=self.stepping,
+                    self.cfg.render["t_threshold"], stepping=self.stepping, limits=limits,
                 )
             )  # fmt: skip
         return torch.cat(out).reshape(intr.height, intr.width, 3).clamp(0, 1).cpu()
@@ -318,7 +330,7 @@ class Trainer:
         """Rendered and ground-truth test view ``i`` (H, W, 3), both on the evaluation background."""
         image = self.scene.test.images[i]
         bg = torch.tensor(protocol.EVAL_BACKGROUND).expand(*image.shape[:2], 3)
-        return self.render_image(self.scene.test.poses[i]), protocol.composite_target(image, bg)
+        return self.render_image(self.scene.test.poses[i], i), protocol.composite_target(image, bg)
 
     def evaluate(self, final: bool) -> tuple[float, float, int]:
         views = self.eval_views(final)

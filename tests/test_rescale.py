@@ -48,9 +48,10 @@ def test_paper_preset_trains_in_the_authors_frame_with_their_step(blender_scene_
     paper = Trainer(build_config("paper", TINY, {"eval": {"ema_decay": 0.0}}), scene, tmp_path / "p", progress=False)
     assert paper.scene.bound == 1.0 and paper.grid.bound == 1.0
     assert paper.stepping.dt_min == pytest.approx(2 * math.sqrt(3) / 256)
-    cpu = Trainer(build_config("cpu", TINY), scene, tmp_path / "c", progress=False)
-    assert cpu.scene.bound == 1.5 and cpu.stepping.dt_min == pytest.approx(2 * math.sqrt(3) * 1.5 / 256)
-    unit = Trainer(build_config("cpu", TINY, {"render": {"min_step": "unit"}}), scene, tmp_path / "u", progress=False)
+    old = {"frame": {"blender_scale": "file"}, "render": {"min_step": "box"}}  # the files' frame, Instant-NGP's step
+    files = Trainer(build_config("cpu", TINY, old), scene, tmp_path / "c", progress=False)
+    assert files.scene.bound == 1.5 and files.stepping.dt_min == pytest.approx(2 * math.sqrt(3) * 1.5 / 256)
+    unit = Trainer(build_config("cpu", TINY, old, {"render": {"min_step": "unit"}}), scene, tmp_path / "u")
     assert unit.stepping.dt_min == pytest.approx(2 * math.sqrt(3) / 256)
     paper.train_step()
     assert paper.samples_total > 0
@@ -63,4 +64,5 @@ def test_paper_preset_marches_llff_through_three_cascades(llff_scene_dir: Path, 
     for _ in range(2):
         trainer.train_step()
     assert trainer.samples_total > 0
-    assert Trainer(build_config("cpu", TINY), scene, tmp_path / "c", progress=False).grid.cascades == 1
+    one = build_config("paper", TINY, {"render": {"grid_cascades": 1}})
+    assert Trainer(one, scene, tmp_path / "c", progress=False).grid.cascades == 1

@@ -56,6 +56,7 @@ class ColmapCapture:
     bounds: np.ndarray
     points: np.ndarray  # (M, 3) world positions of the sparse points
     folder: Path
+    extremes: np.ndarray | None = None  # (N, 2) nearest and farthest z-depth of each image's points
 
 
 def find_sparse_model(scene: Path) -> Path | None:
@@ -213,6 +214,7 @@ def read_capture(folder: Path) -> ColmapCapture:
     lookup = dict(zip(point_ids.tolist(), range(len(point_ids)), strict=True))
     c2w = np.tile(np.eye(4), (len(images), 1, 1))
     bounds = np.zeros((len(images), 2))
+    extremes = np.zeros((len(images), 2))
     cameras = []
     for i, (name, cam_id, q, t, observed) in enumerate(images):
         if cam_id not in cams:
@@ -226,9 +228,10 @@ def read_capture(folder: Path) -> ColmapCapture:
         if depth.size == 0:
             raise DatasetError(f"{folder}: image {name} observes no sparse point in front of it (no depth bounds)")
         bounds[i] = np.percentile(depth, BOUND_PERCENTILES)
+        extremes[i] = depth.min(), depth.max()
         if bounds[i, 1] <= bounds[i, 0]:
             bounds[i, 1] = bounds[i, 0] * (1 + 1e-6)
-    return ColmapCapture([im[0] for im in images], cameras, c2w, bounds, xyz, folder)
+    return ColmapCapture([im[0] for im in images], cameras, c2w, bounds, xyz, folder, extremes)
 
 
 def write_model(folder: Path, names: list[str], camera: ColmapCamera, c2w: np.ndarray, points: np.ndarray,

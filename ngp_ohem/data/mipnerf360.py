@@ -14,10 +14,10 @@ their COLMAP loader does with ``--enable_cam_center`` (``nerf/colmap_provider.py
 
 The box is ``[-bound, bound]^3`` in that frame: 8 for the indoor scenes, 16 for the outdoor ones in
 the authors' script (the run config's ``bound``; ``auto`` is 8). ``Scene.near`` is their
-``--min_near 0.2``. Their per-camera near/far from sparse depth (``--enable_cam_near_far``) and their
-sparse-point bounding box as the marching box are not built: rays run from 0.2 to where they leave the
-box (see ngp_ohem/recipe.py). Per-camera depth bounds (0.1 / 99.9 percentile of the sparse depths) are
-still kept on each split.
+``--min_near 0.2``. Each split keeps, per camera, the nearest and farthest z-depth of the sparse points
+it observes (their ``cam_near_far``, min and max), and the scene the sparse points' bounding box
+(``Scene.content_box``, their marching box): with ``render.camera_near_far`` (their
+``--enable_cam_near_far``) rays march only inside both (ngp_ohem/render/limits.py).
 
 Images: the COLMAP names matched by stem in the folder ``choose_image_folder`` picks (``--downscale 4``:
 ``images_4/``); intrinsics are COLMAP's, scaled by the ratio of the declared to the loaded width. Test
@@ -116,7 +116,9 @@ def load_mipnerf360(
     h, w = images.shape[1:3]
     intr = colmap_intrinsics(capture, w, h)
     frame = frame_360(capture.c2w, str(sparse))
-    c2w, bounds = frame.poses(capture.c2w), capture.bounds * frame.scale
+    c2w = frame.poses(capture.c2w)
+    depths = capture.extremes if capture.extremes is not None else capture.bounds
+    bounds = depths * frame.scale  # z-depths scale with the frame; a rotation and a shift leave them
     notes = []
     outside = outside_fraction(frame.points(capture.points), bound)
     if outside > OUTSIDE_NOTE_FRACTION:
@@ -125,6 +127,8 @@ def load_mipnerf360(
             "(cameras in the unit ball): their content is clipped; the authors use bound 16 for outdoor scenes"
         )
     train, test = holdout_splits(images, c2w, bounds, intr, paths, str(sparse), device)
+    framed_points = frame.points(capture.points)
+    box = (framed_points.min(0).tolist(), framed_points.max(0).tolist()) if len(framed_points) else None
     return Scene(
         name=folder.resolve().name,
         kind="mipnerf360",
@@ -135,4 +139,5 @@ def load_mipnerf360(
         path=str(folder),
         poses_source=str(sparse),
         notes=notes,
+        content_box=box,
     )

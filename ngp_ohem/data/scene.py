@@ -59,3 +59,5 @@ class Scene:
     path: str  # folder it was loaded from
     poses_source: str = ""  # the file the poses (and their framing) came from
     notes: list[str] = field(default_factory=list)  # loader warnings a run records in summary.json
+    # (lo, hi) corners of the content (the sparse points' bounding box of a COLMAP capture), or None
+    content_box: tuple[list[float], list[float]] | None = None

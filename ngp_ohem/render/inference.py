@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 
 from ngp_ohem.render.composite import composite
+from ngp_ohem.render.limits import clip
 from ngp_ohem.render.march import Stepping, ray_box_intersection
 from ngp_ohem.render.occupancy import OccupancyGrid
 
@@ -34,10 +35,11 @@ def render_rays(
     t_threshold: float = 1e-4,
     candidates_per_round: int = 1 << 19,
     stepping: Stepping | None = None,
+    limits: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Colours (R, 3) of rays; ``density_and_color(x, d)`` returns activated (sigma, rgb)."""
     stepping = stepping or Stepping(grid.bound, max_steps)
-    t_near, t_far = ray_box_intersection(origins, dirs, grid.bound)
+    t_near, t_far = clip(*ray_box_intersection(origins, dirs, grid.bound), limits)
     t_near = t_near.clamp(min=near)
     half = torch.full_like(t_near, 0.5)
     first, n_steps = stepping.count(t_near, t_far, half)

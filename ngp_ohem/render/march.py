@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ngp_ohem.field.native import load_render_native
+from ngp_ohem.render.limits import clip
 from ngp_ohem.render.occupancy import OccupancyGrid
 
 _NONE = torch.zeros(0)
@@ -143,11 +144,13 @@ def march_rays(
     candidate_chunk: int = 1 << 22,
     stepping: Stepping | None = None,
     use_native: bool = True,
+    limits: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> PackedSamples:
     """March rays (R, 3) through the occupied cells of ``grid``.
 
     ``jitter`` (R,) in [0, 1) offsets the samples of each ray (None: 0.5, deterministic).
     ``stepping`` spaces the samples (None: constant steps of ``step_size(grid.bound, max_steps)``).
+    ``limits`` (t_near, t_far) (R,) narrow each ray further (render/limits.py).
     ``max_samples`` caps the total: only the longest prefix of rays whose samples fit is kept, so
     ``n_rays`` of the result may be smaller than R (the caller drops the remaining targets).
     On the CPU the fused kernel ``csrc/render_cpu.cpp`` walks each ray instead of filtering the
@@ -155,7 +158,7 @@ def march_rays(
     tests compare it against sample for sample.
     """
     stepping = stepping or Stepping(grid.bound, max_steps)
-    t_near, t_far = ray_box_intersection(origins, dirs, grid.bound)
+    t_near, t_far = clip(*ray_box_intersection(origins, dirs, grid.bound), limits)
     t_near = t_near.clamp(min=near)
     u = torch.full_like(t_near, 0.5) if jitter is None else jitter
     first, n_steps = stepping.count(t_near, t_far, u)
