@@ -27,14 +27,13 @@ near 0.2, no contraction. Every 8th image in name order is the test split; no al
 
 Sample spacing (cone tracing, see ``render/march.py``): constant steps on Blender (Instant-NGP's
 synthetic setting, torch-ngp's ``--dt_gamma 0`` for Blender), steps growing as t * llff_cone_angle on
-LLFF and Mip-NeRF 360: 1/256 in the ``paper`` preset (the authors' ``main.py`` default, which their
-``runall_llff.sh`` and ``runall_360_ngp.sh`` keep), 1/128 in ``cpu`` (torch-ngp's default; a deviation
-listed in ``ngp_ohem/recipe.py``).
+LLFF and Mip-NeRF 360: 1/256 in both presets (the authors' ``main.py`` default, which their
+``runall_llff.sh`` and ``runall_360_ngp.sh`` keep; torch-ngp's 1/128 measured no better, ``ngp_ohem/recipe.py``).
 
-Training background: ``render.train_background``, ``random`` (one colour per ray) in ``cpu``; ``auto`` in
-``paper``, the authors' per dataset: ``white`` on Blender and LLFF (their Blender script trains on white,
-and their ``last_sample`` default is white under ``-O``, so LLFF too), ``random`` on Mip-NeRF 360 (their
-360 script's ``--background random``).
+Training background: ``render.train_background``, ``auto`` in both presets, the authors' per dataset:
+``white`` on Blender and LLFF (their Blender script trains on white, and their ``last_sample`` default is
+white under ``-O``, so LLFF too), ``random`` (one colour per ray) on Mip-NeRF 360 (their 360 script's
+``--background random``).
 """
 
 from __future__ import annotations
