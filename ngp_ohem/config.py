@@ -189,7 +189,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # one at a time on lego and fern (benchmarks/adhoc/recipe_ablation.py) and follows the paper.
     "cpu": {
         "field": {"log2_table_size": 17, "density_layers": 1, "color_hidden": 0},
-        "render": {"grid_resolution": 64, "target_samples": 1 << 16, "initial_rays": 1024, "train_background": "random"},
+        "render": {
+            "grid_resolution": 64,
+            "target_samples": 1 << 16,
+            "initial_rays": 1024,
+            "train_background": "random",
+        },
         "eval": {"subset_views": 4, "ema_decay": 0.0},
     },
 }
