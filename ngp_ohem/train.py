@@ -294,18 +294,17 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------------
     @torch.no_grad()
-    def render_image(self, pose: torch.Tensor, view: int | None = None) -> torch.Tensor:
-        """Render one test view (H, W, 3) on the evaluation background; ``view``: its index in the test
-        split, for its camera's near/far (render/limits.py)."""
+    def render_image(self, view: int) -> torch.Tensor:
+        """Render test view ``view`` (H, W, 3) on the evaluation background."""
         intr = self.scene.test.intrinsics
-        origins, dirs = image_rays(pose.to(self.device), intr)
+        origins, dirs = image_rays(self.scene.test.poses[view].to(self.device), intr)
         chunk = self.cfg.eval["chunk_rays"]
         out = []
         for s in range(0, origins.shape[0], chunk):
             o, d = origins[s : s + chunk], dirs[s : s + chunk]
             bg = protocol.eval_background(o.shape[0], self.device)
             limits = None
-            if self.test_limits is not None and view is not None:
+            if self.test_limits is not None:  # this camera's near/far and the content box (render/limits.py)
                 cams = torch.full((o.shape[0],), view, dtype=torch.int64, device=self.device)
                 limits = self.test_limits.for_rays(o, d, cams)
             out.append(
@@ -330,7 +329,7 @@ class Trainer:
         """Rendered and ground-truth test view ``i`` (H, W, 3), both on the evaluation background."""
         image = self.scene.test.images[i]
         bg = torch.tensor(protocol.EVAL_BACKGROUND).expand(*image.shape[:2], 3)
-        return self.render_image(self.scene.test.poses[i], i), protocol.composite_target(image, bg)
+        return self.render_image(i), protocol.composite_target(image, bg)
 
     def evaluate(self, final: bool) -> tuple[float, float, int]:
         views = self.eval_views(final)

@@ -83,13 +83,9 @@ class OccupancyGrid:
         keep them occupied forever (for forward-facing LLFF scenes, most of the box). A cell counts
         as seen when its centre, padded by its half-diagonal, projects inside some training image.
         """
-        r = self.resolution
         cells = torch.arange(self.n_cells, device=self.density.device)
-        bound = self.cell_bounds(cells)[:, None]
-        local_cells = cells % self.cells_per_cascade
-        ijk = torch.stack([local_cells // (r * r), (local_cells // r) % r, local_cells % r], dim=-1).float()
-        centres = (ijk + 0.5) / r * (2.0 * bound) - bound
-        half_diag = (2.0 * bound[:, 0] / r) * 0.5 * 3**0.5
+        centres = self.cell_points(cells, torch.full((self.n_cells, 3), 0.5, device=cells.device))
+        half_diag = (2.0 * self.cell_bounds(cells) / self.resolution) * 0.5 * 3**0.5
         seen = torch.zeros(self.n_cells, dtype=torch.bool, device=self.density.device)
         for pose in poses.to(self.density.device).float():
             local = (centres - pose[:3, 3]) @ pose[:3, :3]  # world -> camera (OpenGL: looks along -z)
@@ -140,13 +136,17 @@ class OccupancyGrid:
         index = (ijk[..., 0] * r + ijk[..., 1]) * r + ijk[..., 2]
         return index if level is None else index + level * self.cells_per_cascade
 
-    def cell_centres_jittered(self, cells: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def cell_points(self, cells: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """World points (N, 3) at ``offset`` (N, 3) in [0, 1)^3 inside each flat cell (0.5: its centre)."""
         r = self.resolution
-        local = cells % self.cells_per_cascade if self.cascades > 1 else cells
+        local = cells % self.cells_per_cascade
         ijk = torch.stack([local // (r * r), (local // r) % r, local % r], dim=-1).float()
-        u = torch.rand(ijk.shape, device=cells.device, generator=generator)
-        bound = self.bound if self.cascades == 1 else self.cell_bounds(cells)[:, None]
-        return (ijk + u) / r * (2.0 * bound) - bound
+        bound = self.cell_bounds(cells)[:, None]
+        return (ijk + offset) / r * (2.0 * bound) - bound
+
+    def cell_centres_jittered(self, cells: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """One uniformly random point (N, 3) in each cell."""
+        return self.cell_points(cells, torch.rand(cells.shape[0], 3, device=cells.device, generator=generator))
 
     def interval(self, step: int) -> int:
         """Steps between updates: ``update_every``, or with ``ramp`` every step at first, growing to
