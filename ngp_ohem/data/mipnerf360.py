@@ -120,14 +120,14 @@ def load_mipnerf360(
     depths = capture.extremes if capture.extremes is not None else capture.bounds
     bounds = depths * frame.scale  # z-depths scale with the frame; a rotation and a shift leave them
     notes = []
-    outside = outside_fraction(frame.points(capture.points), bound)
+    framed_points = frame.points(capture.points)
+    outside = outside_fraction(framed_points, bound)
     if outside > OUTSIDE_NOTE_FRACTION:
         notes.append(
             f"{sparse}: {100 * outside:.1f} % of the sparse points lie outside the box [-{bound:g}, {bound:g}]^3 "
             "(cameras in the unit ball): their content is clipped; the authors use bound 16 for outdoor scenes"
         )
     train, test = holdout_splits(images, c2w, bounds, intr, paths, str(sparse), device)
-    framed_points = frame.points(capture.points)
     box = (framed_points.min(0).tolist(), framed_points.max(0).tolist()) if len(framed_points) else None
     return Scene(
         name=folder.resolve().name,
