@@ -29,6 +29,7 @@ import torch
 from ngp_ohem.clock import PhaseClock
 from ngp_ohem.field.ngp import activate
 from ngp_ohem.memory import GraphBytesMeter
+from ngp_ohem.field.native import load_render_native
 from ngp_ohem.render.composite import composite
 from ngp_ohem.render.march import PackedSamples
 
@@ -48,16 +49,65 @@ class StepResult:
 
 
 def pixel_loss(
-    raw: torch.Tensor, samples: PackedSamples, target: torch.Tensor, background: torch.Tensor
+    raw: torch.Tensor, samples: PackedSamples, target: torch.Tensor, background: torch.Tensor, use_native: bool = True
 ) -> torch.Tensor:
     """Per-ray MSE (R,) of the image rendered from pre-activation outputs ``raw`` (N, 4)."""
     sigma, rgb = activate(raw)
-    rendered = composite(sigma, rgb, samples.deltas, samples.ray_index, samples.n_rays, background)
+    rendered = composite(
+        sigma, rgb, samples.deltas, samples.ray_index, samples.n_rays, background, use_native=use_native
+    )
     return ((rendered.color - target) ** 2).mean(-1)
 
 
 def unscaled(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
+
+
+@dataclass
+class Scores:
+    """Mining's scoring of the first pass: the loss, its gradient w.r.t. every sample's raw outputs
+    (N, 4), each sample's hardness |gradient| (N,) and (sum, sum of squares, non-zero count) of it."""
+
+    loss: torch.Tensor
+    grad_raw: torch.Tensor
+    hardness: torch.Tensor
+    sums: tuple[float, float, float]
+
+
+def score_samples(
+    raw: torch.Tensor, samples: PackedSamples, target: torch.Tensor, background: torch.Tensor, use_native: bool = True
+) -> Scores:
+    """The loss gradient w.r.t. the pre-activation outputs ``raw`` (N, 4) of a no-graph forward.
+
+    On the CPU one fused pass per ray (``csrc/render_cpu.cpp``, ``hardness``) computes what the
+    reference below does with a small autograd graph (activations, compositing, per-pixel MSE); the
+    tests compare the two. The three sums reach the host in one copy: b is a tensor shape.
+    """
+    native = load_render_native() if use_native and raw.device.type == "cpu" and raw.dtype == torch.float32 else None
+    if native is not None:
+        bg = background.float().expand(samples.n_rays, 3).contiguous()
+        grad_raw, hardness, ray_loss, sums = native.hardness(
+            raw.contiguous(), samples.deltas.float().contiguous(), samples.ray_index.contiguous(), samples.n_rays,
+            target.float().contiguous(), bg, 1e-4,
+        )  # fmt: skip
+        total, sum_sq, nonzero = sums.tolist()
+        return Scores(ray_loss.mean(), grad_raw, hardness, (total, sum_sq, nonzero))
+    leaf = raw.detach().requires_grad_(True)
+    loss = pixel_loss(leaf, samples, target, background, use_native=use_native).mean()
+    (grad_raw,) = torch.autograd.grad(loss, leaf)
+    hardness = grad_raw.norm(dim=1)
+    sums = torch.stack([hardness.sum(), hardness.square().sum(), (hardness > 0).sum().to(hardness.dtype)])
+    total, sum_sq, nonzero = sums.tolist()
+    return Scores(loss.detach(), grad_raw, hardness, (total, sum_sq, nonzero))
+
+
+def top_indices(key: torch.Tensor, b: int) -> torch.Tensor:
+    """Indices of the b largest keys (B,) in ascending order: the set ``torch.topk`` picks, in marching
+    order (ray-coherent positions for the hard pass). O(B) on the CPU through ``nth_element``."""
+    native = load_render_native() if key.device.type == "cpu" and key.dtype == torch.float32 else None
+    if native is not None:
+        return native.top_indices(key.contiguous(), b)
+    return torch.topk(key, b, sorted=False).indices.sort().values
 
 
 # What ``backward`` is called on: the loss (or the outputs) times the mixed-precision loss scale.
@@ -145,19 +195,25 @@ class HardSampleMining:
         b = min(max(b, self.min_fraction * n), self.max_fraction * n)
         return max(1, round(b))
 
-    def select(self, hardness: torch.Tensor) -> Selection:
+    def select(self, hardness: torch.Tensor, sums: tuple[float, float, float] | None = None) -> Selection:
         """Choose b samples with probability proportional to ``hardness`` (B,), without replacement.
 
-        b is a tensor shape, so it must reach the host: the sums it needs travel in one copy (the
-        step's only host sync outside ray marching). All-zero hardness selects nothing. When at most
-        b samples have non-zero hardness (e.g. most rays terminated early), all of them are taken:
-        the rest carry no gradient, and multinomial would fail.
+        ``sums`` = (sum, sum of squares, non-zero count) of the hardness when the caller has them
+        (score_samples does), else computed here; b is a tensor shape, so they reach the host in one
+        copy (the step's only host sync outside ray marching). All-zero hardness selects nothing. When
+        at most b samples have non-zero hardness (e.g. most rays terminated early), all of them are
+        taken: the rest carry no gradient. Otherwise the draw is torch.multinomial's own algorithm
+        without replacement, exponential keys q ~ Exp(1) and the b largest g / q (successive draws
+        proportional to g, Efraimidis & Spirakis 2006), with the same generator draws, so the chosen
+        set is the one torch.multinomial(g, b) would return; it comes in ascending order and costs O(B).
         """
         empty = Selection(hardness.new_zeros(0, dtype=torch.long), None)
         if hardness.numel() == 0:
             return empty
-        sums = torch.stack([hardness.sum(), hardness.square().sum(), (hardness > 0).sum().to(hardness.dtype)])
-        total, sum_sq, n_nonzero = sums.tolist()
+        if sums is None:
+            stacked = torch.stack([hardness.sum(), hardness.square().sum(), (hardness > 0).sum().to(hardness.dtype)])
+            sums = tuple(stacked.tolist())
+        total, sum_sq, n_nonzero = sums
         if not total > 0:
             return empty
         b = self.update_batch_size(hardness.numel(), sum_sq / (total * total))
@@ -169,7 +225,8 @@ class HardSampleMining:
             return Selection(index, counts.to(g.dtype) / (b * g[index]))
         if n_nonzero <= b:
             return Selection((hardness > 0).nonzero().squeeze(1), None)
-        return Selection(torch.multinomial(g, b, replacement=False, generator=self.generator), None)
+        keys = g / torch.empty_like(g).exponential_(generator=self.generator)
+        return Selection(top_indices(keys, b), None)
 
     # -- the step -------------------------------------------------------------------------------
     def backward(self, field, samples, target, background, loss_scale: LossScale = unscaled) -> StepResult:
@@ -177,15 +234,14 @@ class HardSampleMining:
         with torch.no_grad():
             raw = field(samples.positions, samples.directions)
         clock.lap("forward_all")
-        with GraphBytesMeter(field.parameters()) as render_meter:
-            leaf = raw.requires_grad_(True)
-            loss = pixel_loss(leaf, samples, target, background).mean()
-        (grad_raw,) = torch.autograd.grad(loss, leaf)
-        chosen = self.select(grad_raw.norm(dim=1))
+        with GraphBytesMeter(field.parameters()) as render_meter:  # 0 for the fused CPU scoring: no graph
+            scores = score_samples(raw, samples, target, background)
+        loss, grad_raw = scores.loss, scores.grad_raw
+        chosen = self.select(scores.hardness, scores.sums)
         n, n_hard = samples.n_samples, int(chosen.index.numel())
         if n_hard == 0:
             clock.lap("select")
-            return StepResult(loss.detach(), n, 0, self.tau_ema, render_meter.bytes, clock.seconds)
+            return StepResult(loss, n, 0, self.tau_ema, render_meter.bytes, clock.seconds)
         grad_out = grad_raw[chosen.index]
         if chosen.scale is not None:
             grad_out = grad_out * chosen.scale[:, None]
@@ -197,7 +253,7 @@ class HardSampleMining:
         loss_scale(raw_hard).backward(grad_out)  # the authors' scaler.scale(output).backward(gradient)
         clock.lap("backward")
         graph_bytes = max(render_meter.bytes, net_meter.bytes)
-        return StepResult(loss.detach(), n, n_hard, self.tau_ema, graph_bytes, clock.seconds)
+        return StepResult(loss, n, n_hard, self.tau_ema, graph_bytes, clock.seconds)
 
     def state_dict(self) -> dict:
         return {"tau_ema": self.tau_ema}

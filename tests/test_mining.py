@@ -10,7 +10,8 @@ import torch
 
 from ngp_ohem.field.hashgrid import HashGridSpec
 from ngp_ohem.field.ngp import FieldSpec, NGPField
-from ngp_ohem.mining import FullBatch, HardSampleMining
+from ngp_ohem.field.native import load_render_native
+from ngp_ohem.mining import FullBatch, HardSampleMining, score_samples, top_indices
 from ngp_ohem.render.march import PackedSamples
 
 CHI2_CRITICAL_DF19_P001 = 43.82  # chi-square quantile, 19 degrees of freedom, p = 0.001
@@ -183,3 +184,49 @@ def test_profiling_reports_every_phase():
     base = FullBatch(profile=True).backward(tiny_field(), samples, target, bg)
     assert set(base.phase_seconds) == {"forward", "backward"}
     assert copy.copy(result.phase_seconds)["backward"] >= 0
+
+
+needs_native_render = pytest.mark.skipif(load_render_native() is None, reason="native rendering kernels not built")
+
+
+@needs_native_render
+@pytest.mark.parametrize("density_scale", [0.5, 40.0])  # 40: most rays terminate early (weights 0 behind)
+def test_fused_scoring_matches_the_autograd_reference(density_scale):
+    samples, target, bg = packed_batch(n_rays=40, per_ray=16, seed=3)
+    keep = samples.ray_index != 7  # ray 7 has no samples at all
+    samples = PackedSamples(
+        samples.positions[keep], samples.directions[keep], samples.deltas[keep], samples.ray_index[keep], 40
+    )
+    g = torch.Generator().manual_seed(4)
+    raw = torch.randn(samples.n_samples, 4, generator=g)
+    raw[:, 0] = raw[:, 0] + math.log(density_scale)
+    raw[::5, 0] = 18.0  # past the truncated exp's gradient clamp at 15
+    fused = score_samples(raw, samples, target, bg)
+    reference = score_samples(raw, samples, target, bg, use_native=False)
+    torch.testing.assert_close(fused.loss, reference.loss, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(fused.grad_raw, reference.grad_raw, rtol=1e-4, atol=1e-8)
+    torch.testing.assert_close(fused.hardness, reference.hardness, rtol=1e-4, atol=1e-8)
+    for a, b in zip(fused.sums, reference.sums, strict=True):
+        assert a == pytest.approx(b, rel=1e-4)
+
+
+@needs_native_render
+def test_top_indices_is_topk_set_in_ascending_order():
+    g = torch.Generator().manual_seed(0)
+    key = torch.rand(5000, generator=g)
+    key[100:140] = 0.5  # ties straddling the cut for some b
+    for b in (0, 1, 7, 120, 2500, 4999, 5000):
+        got = top_indices(key, b)
+        assert got.numel() == b and bool((got[1:] > got[:-1]).all())
+        expected = torch.topk(key, b).values
+        torch.testing.assert_close(key[got].sort(descending=True).values, expected)
+
+
+def test_hard_set_is_the_one_torch_multinomial_draws():
+    """The O(B) selection keeps torch.multinomial's algorithm and generator draws: the same set."""
+    hardness = torch.rand(3000, generator=torch.Generator().manual_seed(5)) ** 4
+    chosen = HardSampleMining(generator=torch.Generator().manual_seed(6)).select(hardness)
+    twin = HardSampleMining(generator=torch.Generator().manual_seed(6))
+    b = twin.update_batch_size(hardness.numel(), float(hardness.square().sum() / hardness.sum() ** 2))
+    drawn = torch.multinomial(hardness / hardness.sum(), b, replacement=False, generator=twin.generator)
+    assert torch.equal(chosen.index, drawn.sort().values)

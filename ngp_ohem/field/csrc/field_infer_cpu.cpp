@@ -13,6 +13,7 @@
 #include <torch/extension.h>
 
 #include "hashgrid_levels.h"
+#include "hashgrid_simd.h"
 
 #include <algorithm>
 #include <cmath>
@@ -46,17 +47,32 @@ std::vector<Layer> read_layers(const std::vector<torch::Tensor>& weights) {
 }
 
 // Hash-grid features of n <= kChunk samples into enc (n, L * F), level-outer so a level's rows stay hot.
-// Corners from hashgrid_levels.h, as the training encoder picks them (this file too is built without
-// FMA contraction).
-// Not auto-vectorised: with -march=native GCC turns the corner loop into AVX-512 gathers, which are
-// microcoded on AMD Zen and made this loop 2x slower than scalar loads.
+// Corners from hashgrid_levels.h / hashgrid_simd.h, as the training encoder picks them (this file too is
+// built without FMA contraction): 16 samples at a time where AVX-512 is there, the rest one by one.
+// The scalar loop is not auto-vectorised: GCC's own AVX-512 gathers for it were 2x slower than scalar
+// loads on AMD Zen; the hand-written vector path gathers whole 2-feature rows instead.
 __attribute__((optimize("no-tree-vectorize"))) void encode_tile(const float* x, int64_t n,
                                                                 const std::vector<Level>& levels, const float* table,
-                                                                int64_t f, uint32_t mask, float* enc) {
+                                                                int64_t f, uint32_t mask, float* enc, float* coords) {
   const int64_t width = static_cast<int64_t>(levels.size()) * f;
+  int64_t vector_end = 0;
+#if defined(NGP_OHEM_SIMD)
+  if (f == 2) {
+    ngp_ohem::to_coordinate_rows(x, n, coords);
+    vector_end = n / ngp_ohem::kLanes * ngp_ohem::kLanes;
+    for (size_t l = 0; l < levels.size(); ++l) {
+      for (int64_t i = 0; i < vector_end; i += ngp_ohem::kLanes) {
+        ngp_ohem::encode16_f2(coords + i, coords + n + i, coords + 2 * n + i, levels[l], mask, table,
+                              enc + i * width + static_cast<int64_t>(l) * 2, width);
+      }
+    }
+  }
+#else
+  (void)coords;
+#endif
   for (size_t l = 0; l < levels.size(); ++l) {
     const Level lv = levels[l];
-    for (int64_t i = 0; i < n; ++i) {
+    for (int64_t i = vector_end; i < n; ++i) {
       int64_t idx[8];
       float w[8];
       corners(x + 3 * i, lv, mask, idx, w);
@@ -183,6 +199,7 @@ torch::Tensor field_forward(torch::Tensor x01, torch::Tensor dirs, torch::Tensor
                             bool density_only) {
   TORCH_CHECK(x01.dim() == 2 && x01.size(1) == 3 && x01.is_contiguous() && x01.scalar_type() == torch::kFloat32);
   TORCH_CHECK(table.is_contiguous() && table.scalar_type() == torch::kFloat32);
+  TORCH_CHECK(table.size(0) < (int64_t{1} << 31), "hash-grid table: more rows than 32-bit indices reach");
   const auto levels = read_levels(scales, shifts, sides, dense, offsets, zero_outside);
   const auto dens = read_layers(density_wt);
   const auto col = read_layers(color_wt);
@@ -204,9 +221,10 @@ torch::Tensor field_forward(torch::Tensor x01, torch::Tensor dirs, torch::Tensor
   const int64_t hw = dens.back().out, cw = 16 + geo;
   at::parallel_for(0, n_chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
     std::vector<float> enc(kChunk * enc_width), a(kTile * kMaxWidth), b(kTile * kMaxWidth), cin(kTile * kMaxWidth);
+    std::vector<float> coords(3 * kChunk);
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
       const int64_t c0 = chunk * kChunk, c_cnt = std::min(kChunk, n - c0);
-      encode_tile(xp + 3 * c0, c_cnt, levels, tp, f, m, enc.data());
+      encode_tile(xp + 3 * c0, c_cnt, levels, tp, f, m, enc.data(), coords.data());
       for (int64_t t0 = 0; t0 < c_cnt; t0 += kTile) {
         const int64_t start = c0 + t0, cnt = std::min(kTile, c_cnt - t0);
         const float* h = mlp_tile(enc.data() + t0 * enc_width, cnt, dens, a.data(), b.data());

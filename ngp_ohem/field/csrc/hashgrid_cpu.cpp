@@ -5,6 +5,7 @@
 #include <torch/extension.h>
 
 #include "hashgrid_levels.h"
+#include "hashgrid_simd.h"
 
 #include <algorithm>
 #include <cmath>
@@ -20,6 +21,7 @@ torch::Tensor hashgrid_forward(torch::Tensor x, torch::Tensor table, torch::Tens
                                int64_t mask) {
   TORCH_CHECK(x.dim() == 2 && x.size(1) == 3 && x.is_contiguous() && x.scalar_type() == torch::kFloat32);
   TORCH_CHECK(table.is_contiguous() && table.scalar_type() == torch::kFloat32);
+  TORCH_CHECK(table.size(0) < (int64_t{1} << 31), "hash-grid table: more rows than 32-bit indices reach");
   const auto levels = read_levels(scales, shifts, sides, dense, offsets, zero_outside);
   const int64_t n = x.size(0), n_levels = static_cast<int64_t>(levels.size()), f = table.size(1);
   auto out = torch::empty({n, n_levels * f}, x.options());
@@ -30,30 +32,48 @@ torch::Tensor hashgrid_forward(torch::Tensor x, torch::Tensor table, torch::Tens
   // Level-outer within a chunk of samples: one level's table slice stays hot in cache while the
   // chunk's samples gather from it (the tables of all levels together do not fit in L2).
   constexpr int64_t kChunk = 1024;
-#pragma omp parallel for schedule(static)
-  for (int64_t start = 0; start < n; start += kChunk) {
-    const int64_t stop = std::min(start + kChunk, n);
-    int64_t idx[8];
-    float w[8];
-    for (int64_t l = 0; l < n_levels; ++l) {
-      const Level lv = levels[l];
-      for (int64_t i = start; i < stop; ++i) {
-        corners(xp + 3 * i, lv, m, idx, w);
-        float* o = op + i * n_levels * f + l * f;
-        if (f == 2) {
-          float a0 = 0.0f, a1 = 0.0f;
-          for (int c = 0; c < 8; ++c) {
-            const float* row = tp + idx[c] * 2;
-            a0 += w[c] * row[0];
-            a1 += w[c] * row[1];
+  const int64_t width = n_levels * f;
+#pragma omp parallel
+  {
+    std::vector<float> coords(3 * kChunk);
+#pragma omp for schedule(static)
+    for (int64_t start = 0; start < n; start += kChunk) {
+      const int64_t stop = std::min(start + kChunk, n), count = stop - start;
+      int64_t vector_end = start;  // samples [start, vector_end) go 16 at a time
+#if defined(NGP_OHEM_SIMD)
+      if (f == 2) {
+        ngp_ohem::to_coordinate_rows(xp + 3 * start, count, coords.data());
+        vector_end = start + count / ngp_ohem::kLanes * ngp_ohem::kLanes;
+        for (int64_t l = 0; l < n_levels; ++l) {
+          for (int64_t i = start; i < vector_end; i += ngp_ohem::kLanes) {
+            const float* c0 = coords.data() + (i - start);
+            ngp_ohem::encode16_f2(c0, c0 + count, c0 + 2 * count, levels[l], m, tp, op + i * width + l * 2, width);
           }
-          o[0] = a0;
-          o[1] = a1;
-        } else {
-          for (int64_t k = 0; k < f; ++k) o[k] = 0.0f;
-          for (int c = 0; c < 8; ++c) {
-            const float* row = tp + idx[c] * f;
-            for (int64_t k = 0; k < f; ++k) o[k] += w[c] * row[k];
+        }
+      }
+#endif
+      int64_t idx[8];
+      float w[8];
+      for (int64_t l = 0; l < n_levels; ++l) {
+        const Level lv = levels[l];
+        for (int64_t i = vector_end; i < stop; ++i) {
+          corners(xp + 3 * i, lv, m, idx, w);
+          float* o = op + i * width + l * f;
+          if (f == 2) {
+            float a0 = 0.0f, a1 = 0.0f;
+            for (int c = 0; c < 8; ++c) {
+              const float* row = tp + idx[c] * 2;
+              a0 += w[c] * row[0];
+              a1 += w[c] * row[1];
+            }
+            o[0] = a0;
+            o[1] = a1;
+          } else {
+            for (int64_t k = 0; k < f; ++k) o[k] = 0.0f;
+            for (int c = 0; c < 8; ++c) {
+              const float* row = tp + idx[c] * f;
+              for (int64_t k = 0; k < f; ++k) o[k] += w[c] * row[k];
+            }
           }
         }
       }
@@ -66,6 +86,7 @@ torch::Tensor hashgrid_backward(torch::Tensor grad_out, torch::Tensor x, int64_t
                                 torch::Tensor shifts, torch::Tensor sides, torch::Tensor dense, torch::Tensor offsets,
                                 bool zero_outside, int64_t mask) {
   TORCH_CHECK(grad_out.is_contiguous() && grad_out.scalar_type() == torch::kFloat32);
+  TORCH_CHECK(n_rows < (int64_t{1} << 31), "hash-grid table: more rows than 32-bit indices reach");
   const auto levels = read_levels(scales, shifts, sides, dense, offsets, zero_outside);
   const int64_t n = x.size(0), n_levels = static_cast<int64_t>(levels.size());
   const int64_t f = grad_out.size(1) / n_levels;
@@ -74,11 +95,41 @@ torch::Tensor hashgrid_backward(torch::Tensor grad_out, torch::Tensor x, int64_t
   const float* gp = grad_out.data_ptr<float>();
   float* tp = grad_table.data_ptr<float>();
   const uint32_t m = static_cast<uint32_t>(mask);
+  // Vector corners need the positions as coordinate rows; the scatter itself stays scalar and in the
+  // same order (sample, then corner), so every row's sum is accumulated exactly as before.
+  int64_t vector_end = 0;
+  std::vector<float> coords;
+#if defined(NGP_OHEM_SIMD)
+  coords.resize(3 * n);
+  ngp_ohem::to_coordinate_rows(xp, n, coords.data());
+  vector_end = n / ngp_ohem::kLanes * ngp_ohem::kLanes;
+#endif
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t l = 0; l < n_levels; ++l) {
     int64_t idx[8];
     float w[8];
-    for (int64_t i = 0; i < n; ++i) {
+#if defined(NGP_OHEM_SIMD)
+    alignas(64) int32_t vidx[8][ngp_ohem::kLanes];
+    alignas(64) float vw[8][ngp_ohem::kLanes];
+    for (int64_t i0 = 0; i0 < vector_end; i0 += ngp_ohem::kLanes) {
+      __m512i ci[8];
+      __m512 cw[8];
+      const float* c0 = coords.data() + i0;
+      ngp_ohem::corners16(c0, c0 + n, c0 + 2 * n, levels[l], m, ci, cw);
+      for (int c = 0; c < 8; ++c) {
+        _mm512_store_si512(vidx[c], ci[c]);
+        _mm512_store_ps(vw[c], cw[c]);
+      }
+      for (int j = 0; j < ngp_ohem::kLanes; ++j) {
+        const float* g = gp + (i0 + j) * n_levels * f + l * f;
+        for (int c = 0; c < 8; ++c) {
+          float* row = tp + static_cast<int64_t>(vidx[c][j]) * f;
+          for (int64_t k = 0; k < f; ++k) row[k] += vw[c][j] * g[k];
+        }
+      }
+    }
+#endif
+    for (int64_t i = vector_end; i < n; ++i) {
       corners(xp + 3 * i, levels[l], m, idx, w);
       const float* g = gp + i * n_levels * f + l * f;
       for (int c = 0; c < 8; ++c) {

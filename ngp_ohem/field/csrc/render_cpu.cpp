@@ -263,8 +263,129 @@ std::vector<torch::Tensor> composite_backward(torch::Tensor grad_colour, torch::
   return {grad_sigma, grad_rgb};
 }
 
+// -- hard sample mining's scoring pass ------------------------------------------------------------------
+// What HardSampleMining computed with a small autograd graph (ngp_ohem/mining.py, the reference the tests
+// compare against): from the first pass's pre-activation outputs raw (N, 4), sigma = exp(raw_0),
+// rgb = sigmoid(raw_1..3), the composited colour C_r, the loss mean_r mean_k (C_rk - target_rk)^2 and its
+// gradient with respect to raw (N, 4): dL/dC_rk = 2 (C_rk - target_rk) / (3 R), then the compositing
+// backward above, then d sigma / d raw_0 = exp(min(raw_0, 15)) (torch-ngp's truncated exp) and
+// d rgb / d raw = rgb (1 - rgb). One ray at a time, the ray's intermediates in a small buffer: no graph.
+// Returns (grad_raw (N, 4), hardness = |grad_raw_i| (N,), per-ray loss (R,),
+// stats = (sum, sum of squares, count of non-zero) of the hardness in float64 (3,)).
+std::vector<torch::Tensor> hardness(torch::Tensor raw, torch::Tensor deltas, torch::Tensor ray_index, int64_t n_rays,
+                                    torch::Tensor target, torch::Tensor background, double t_threshold) {
+  TORCH_CHECK(raw.dim() == 2 && raw.size(1) == 4 && raw.is_contiguous() && raw.scalar_type() == torch::kFloat32,
+              "raw: f32 (N, 4)");
+  TORCH_CHECK(target.is_contiguous() && target.scalar_type() == torch::kFloat32 && target.numel() == 3 * n_rays,
+              "target: f32 (R, 3)");
+  const int64_t n = raw.size(0);
+  TORCH_CHECK(deltas.is_contiguous() && deltas.scalar_type() == torch::kFloat32 && deltas.numel() == n, "deltas");
+  TORCH_CHECK(ray_index.is_contiguous() && ray_index.scalar_type() == torch::kInt64 && ray_index.numel() == n,
+              "ray_index: int64 (N,)");
+  TORCH_CHECK(background.is_contiguous() && background.scalar_type() == torch::kFloat32 &&
+              background.numel() == 3 * n_rays, "background: f32 (R, 3)");
+  const int64_t* rp = ray_index.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i)
+    TORCH_CHECK(rp[i] >= 0 && rp[i] < n_rays && (i == 0 || rp[i] >= rp[i - 1]), "ray_index must be sorted in [0, R)");
+  auto grad = torch::empty({n, 4}, raw.options()), hard = torch::empty({n}, raw.options());
+  auto loss = torch::empty({n_rays}, raw.options());
+  const float *xp = raw.data_ptr<float>(), *dp = deltas.data_ptr<float>(), *tg = target.data_ptr<float>();
+  const float* bg = background.data_ptr<float>();
+  float *gp = grad.data_ptr<float>(), *hp = hard.data_ptr<float>(), *lp = loss.data_ptr<float>();
+  const auto start = ray_starts(rp, n, n_rays);
+  const float thr = static_cast<float>(t_threshold);
+  const float dscale = 2.0f / (3.0f * static_cast<float>(n_rays));
+  double sum = 0.0, sum_sq = 0.0, nonzero = 0.0;
+#pragma omp parallel reduction(+ : sum, sum_sq, nonzero)
+  {
+    std::vector<float> buf;  // per sample of the ray: sigma, r, g, b, T, exp(-tau), w
+#pragma omp for schedule(dynamic, 256)
+    for (int64_t r = 0; r < n_rays; ++r) {
+      const int64_t s0 = start[r], len = start[r + 1] - s0;
+      buf.resize(7 * len);
+      double excl = 0.0;
+      float c[3] = {0, 0, 0}, o = 0.0f;
+      for (int64_t j = 0; j < len; ++j) {
+        const float* x = xp + 4 * (s0 + j);
+        float* b = buf.data() + 7 * j;
+        b[0] = std::exp(x[0]);
+        for (int k = 0; k < 3; ++k) b[1 + k] = 1.0f / (1.0f + std::exp(-x[1 + k]));
+        const float tau = b[0] * dp[s0 + j];
+        b[4] = std::exp(-static_cast<float>(excl));
+        b[5] = std::exp(-tau);
+        b[6] = (b[4] > thr) ? b[4] * (1.0f - b[5]) : 0.0f;
+        for (int k = 0; k < 3; ++k) c[k] += b[6] * b[1 + k];
+        o += b[6];
+        excl += static_cast<double>(tau);
+      }
+      float g[3], ray_loss = 0.0f;
+      for (int k = 0; k < 3; ++k) {
+        const float diff = c[k] + (1.0f - o) * bg[3 * r + k] - tg[3 * r + k];
+        ray_loss += diff * diff;
+        g[k] = dscale * diff;
+      }
+      lp[r] = ray_loss / 3.0f;
+      double total = 0.0;
+      for (int64_t j = 0; j < len; ++j) {
+        const float* b = buf.data() + 7 * j;
+        const float sv = g[0] * (b[1] - bg[3 * r]) + g[1] * (b[2] - bg[3 * r + 1]) + g[2] * (b[3] - bg[3 * r + 2]);
+        total += static_cast<double>(b[6]) * sv;
+      }
+      double prefix = 0.0;
+      for (int64_t j = 0; j < len; ++j) {
+        const float* b = buf.data() + 7 * j;
+        const float* x = xp + 4 * (s0 + j);
+        float* out = gp + 4 * (s0 + j);
+        const float sv = g[0] * (b[1] - bg[3 * r]) + g[1] * (b[2] - bg[3 * r + 1]) + g[2] * (b[3] - bg[3 * r + 2]);
+        prefix += static_cast<double>(b[6]) * sv;
+        const bool alive = b[4] > thr;
+        const float d_sigma =
+            static_cast<float>(dp[s0 + j] * ((alive ? static_cast<double>(sv) * b[4] * b[5] : 0.0) - (total - prefix)));
+        out[0] = d_sigma * std::exp(std::min(x[0], 15.0f));
+        float sq = out[0] * out[0];
+        for (int k = 0; k < 3; ++k) {
+          out[1 + k] = b[6] * g[k] * b[1 + k] * (1.0f - b[1 + k]);
+          sq += out[1 + k] * out[1 + k];
+        }
+        const float h = std::sqrt(sq);
+        hp[s0 + j] = h;
+        sum += h;
+        sum_sq += static_cast<double>(h) * h;
+        nonzero += h > 0.0f ? 1.0 : 0.0;
+      }
+    }
+  }
+  auto stats = torch::tensor({sum, sum_sq, nonzero}, torch::kFloat64);
+  return {grad, hard, loss, stats};
+}
+
+// The b largest of key (N,), as indices in ascending order: the set torch.topk picks (up to ties), in the
+// order the samples were marched, so the hard pass gathers ray-coherent positions. O(N) (nth_element).
+torch::Tensor top_indices(torch::Tensor key, int64_t b) {
+  TORCH_CHECK(key.dim() == 1 && key.is_contiguous() && key.scalar_type() == torch::kFloat32, "key: f32 (N,)");
+  const int64_t n = key.size(0);
+  TORCH_CHECK(b >= 0 && b <= n, "top_indices: b out of range");
+  auto out = torch::empty({b}, torch::kInt64);
+  if (b == 0) return out;
+  const float* kp = key.data_ptr<float>();
+  std::vector<float> scratch(kp, kp + n);
+  std::nth_element(scratch.begin(), scratch.begin() + (n - b), scratch.end());
+  const float kth = scratch[n - b];  // the b-th largest
+  int64_t above = 0;
+  for (int64_t i = 0; i < n; ++i) above += kp[i] > kth;
+  int64_t ties = b - above;  // how many keys equal to kth to take, first ones first
+  int64_t* op = out.data_ptr<int64_t>();
+  int64_t m = 0;
+  for (int64_t i = 0; i < n && m < b; ++i) {
+    if (kp[i] > kth || (kp[i] == kth && ties-- > 0)) op[m++] = i;
+  }
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("march", &march, "ray marching to packed samples (CPU)");
   m.def("composite_forward", &composite_forward, "volume compositing of packed samples (CPU)");
   m.def("composite_backward", &composite_backward, "gradient of composite_forward (CPU)");
+  m.def("hardness", &hardness, "HSM scoring: loss gradient w.r.t. raw outputs, per-sample hardness (CPU)");
+  m.def("top_indices", &top_indices, "indices of the b largest keys, ascending (CPU)");
 }
