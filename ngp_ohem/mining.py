@@ -27,9 +27,9 @@ from typing import Protocol
 import torch
 
 from ngp_ohem.clock import PhaseClock
+from ngp_ohem.field.native import load_render_native
 from ngp_ohem.field.ngp import activate
 from ngp_ohem.memory import GraphBytesMeter
-from ngp_ohem.field.native import load_render_native
 from ngp_ohem.render.composite import composite
 from ngp_ohem.render.march import PackedSamples
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ngp_ohem.field.hashgrid import HashGridSpec
-from ngp_ohem.field.ngp import FieldSpec, NGPField
 from ngp_ohem.field.native import load_render_native
+from ngp_ohem.field.ngp import FieldSpec, NGPField
 from ngp_ohem.mining import FullBatch, HardSampleMining, score_samples, top_indices
 from ngp_ohem.render.march import PackedSamples
 
