@@ -30,6 +30,7 @@ from ngp_ohem.clock import PhaseClock
 from ngp_ohem.field.native import load_render_native
 from ngp_ohem.field.ngp import activate
 from ngp_ohem.memory import GraphBytesMeter
+from ngp_ohem.precision import first_pass
 from ngp_ohem.render.composite import composite
 from ngp_ohem.render.march import PackedSamples
 
@@ -232,7 +233,7 @@ class HardSampleMining:
     def backward(self, field, samples, target, background, loss_scale: LossScale = unscaled) -> StepResult:
         clock = PhaseClock(self.profile, target.device)
         with torch.no_grad():
-            raw = field(samples.positions, samples.directions)
+            raw, features = first_pass(field, samples.positions, samples.directions)
         clock.lap("forward_all")
         with GraphBytesMeter(field.parameters()) as render_meter:  # 0 for the fused CPU scoring: no graph
             scores = score_samples(raw, samples, target, background)
@@ -248,7 +249,10 @@ class HardSampleMining:
         positions, directions = samples.subset(chosen.index)
         clock.lap("select")
         with GraphBytesMeter(field.parameters()) as net_meter:
-            raw_hard = field(positions, directions)
+            if features is None:
+                raw_hard = field(positions, directions)
+            else:  # the first pass's encoding of these samples, exact: only the MLPs run again
+                raw_hard = field(positions, directions, features=features[chosen.index])
         clock.lap("forward_hard")
         loss_scale(raw_hard).backward(grad_out)  # the authors' scaler.scale(output).backward(gradient)
         clock.lap("backward")

@@ -5,7 +5,7 @@ evaluation) under autocast and hands its outputs back in fp32, so compositing an
 fp32 as in the authors' code (their compositing kernels cast inputs to fp32). On CUDA the autocast
 type is fp16 and the loss is scaled by a ``GradScaler`` (an overflowing step is skipped and the
 scale lowered); on the CPU it is bf16, which has fp32's exponent range and needs no scaler. The
-fused no-graph CPU field kernel is fp32 whatever the setting (autocast does not reach it).
+fused no-graph CPU field kernel reads the autocast state and runs its MLPs in bf16 under it.
 ``fp32`` leaves every call untouched.
 """
 
@@ -69,13 +69,26 @@ class AutocastField(torch.nn.Module):
         self.field = field
         self.precision = precision
 
-    def forward(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, d: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         with self.precision.autocast():
-            return self.field(x, d).float()
+            if features is None:
+                return self.field(x, d).float()
+            return self.field(x, d, features=features).float()
+
+    def infer_keeping_features(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with self.precision.autocast():
+            raw, features = first_pass(self.field, x, d)
+            return raw.float(), features
 
     def density_raw(self, x: torch.Tensor) -> torch.Tensor:
         with self.precision.autocast():
             return self.field.density_raw(x).float()
+
+
+def first_pass(field: torch.nn.Module, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A no-graph evaluation and the hash-grid features it computed, where the field can keep them."""
+    keep = getattr(field, "infer_keeping_features", None)
+    return keep(x, d) if keep is not None else (field(x, d), None)
 
 
 def network(field: torch.nn.Module, precision: Precision) -> torch.nn.Module:

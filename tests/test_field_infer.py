@@ -87,3 +87,58 @@ def test_grad_mode_keeps_the_autograd_path() -> None:
     assert out.requires_grad
     out.sum().backward()
     assert field.encoding.table.grad is not None
+
+
+needs_bf16 = pytest.mark.skipif(
+    load_field_native() is None or not load_field_native().has_bf16_dot(), reason="no AVX-512 BF16 build here"
+)
+
+
+@needs_bf16
+@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize(("n", "hidden"), [(1, 64), (67, 64), (3000, 64), (130, 32)])
+def test_bf16_kernel_matches_bf16_autocast_and_bounds_its_error_against_fp32(n, hidden, convention) -> None:
+    """Under bf16 autocast the fused kernel runs bf16 MLPs with fp32 accumulation, as autocast does;
+    its error against fp32 stays within what the module path under autocast makes (raw outputs
+    within 1 % of their spread, measured 0.3-0.5 %), and both agree closely with each other."""
+    field = random_field(10 + n, convention, hidden=hidden)
+    x, d = inputs(n, n)
+    exact, _ = reference(field, x, d)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        module, module_density = reference(field, x, d)
+        with torch.no_grad():
+            assert field.inference_kernel() is not None
+            fused, fused_density = field(x, d), field.density_raw(x)
+    spread = float(reference(field, *inputs(3000, 99))[0].abs().max())  # the outputs' scale, not one sample's
+    assert float((fused - exact).abs().max()) <= 0.01 * spread
+    assert float((module.float() - exact).abs().max()) <= 0.01 * spread
+    assert float((fused - module.float()).abs().max()) <= 0.01 * spread
+    torch.testing.assert_close(fused_density, fused[:, 0], atol=1e-6 * spread, rtol=0)
+    assert fused.dtype == torch.float32 and fused_density.shape == (n,)
+    assert float((module_density.float() - exact[:, 0]).abs().max()) <= 0.01 * spread
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_kept_features_are_the_training_encoders_and_feed_the_same_hard_pass(bf16: bool) -> None:
+    """The first pass's features are bit-identical to the encoder's, so the hard pass that reuses
+    them computes the same outputs and the same parameter gradients as one that encodes again."""
+    if bf16 and not load_field_native().has_bf16_dot():
+        pytest.skip("no AVX-512 BF16 build here")
+    field = random_field(21, "tcnn")
+    x, d = inputs(777, 21)
+    context = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
+    with context:
+        with torch.no_grad():
+            raw, features = field.infer_keeping_features(x, d)
+        assert features is not None
+        assert torch.equal(features, field.encoding(field.normalise(x)).detach())
+        index = torch.arange(0, 777, 3)
+        grads = []
+        for reuse in (False, True):
+            field.zero_grad()
+            out = field(x[index], d[index], features=features[index] if reuse else None)
+            (out.float() * torch.linspace(-1, 1, 4)).sum().backward()
+            grads.append([p.grad.clone() for p in field.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert torch.equal(a, b)
+    assert raw.shape == (777, 4)

@@ -205,21 +205,26 @@ class _HashGridFunction(torch.autograd.Function):
 
 
 class _NativeHashGridFunction(torch.autograd.Function):
-    """The same computation through the fused C++ kernels (CPU); same saved tensors."""
+    """The same computation through the fused C++ kernels (CPU); same saved tensors.
+
+    ``features``, when given, are these positions' encodings already computed by the same kernel code
+    (the fused no-graph pass keeps them, bit-identical): the forward returns them instead of gathering
+    again, the backward is unchanged."""
 
     @staticmethod
-    def forward(ctx, x01: torch.Tensor, table: torch.Tensor, consts: _LevelConstants, native):
+    def forward(ctx, x01: torch.Tensor, table: torch.Tensor, consts: _LevelConstants, native, features=None):
         ctx.save_for_backward(x01)
         ctx.consts, ctx.native, ctx.n_rows = consts, native, table.shape[0]
-        c = consts
-        return native.forward(x01, table.contiguous(), *c.kernel_args())
+        if features is not None:
+            return features.clone()
+        return native.forward(x01, table.contiguous(), *consts.kernel_args())
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         (x01,) = ctx.saved_tensors
         c = ctx.consts
         grad_table = ctx.native.backward(grad_out.contiguous(), x01, ctx.n_rows, *c.kernel_args())
-        return None, grad_table, None, None
+        return None, grad_table, None, None, None
 
 
 class HashGridEncoding(torch.nn.Module):
@@ -247,8 +252,11 @@ class HashGridEncoding(torch.nn.Module):
             return "native"
         return "torch"
 
-    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+    def forward(self, x01: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """``features``: the encodings of ``x01`` computed earlier by the native kernels (native only)."""
         x01 = x01.float().contiguous()
         if self.implementation == "native":
-            return _NativeHashGridFunction.apply(x01, self.table, self.constants(), load_native())
+            return _NativeHashGridFunction.apply(x01, self.table, self.constants(), load_native(), features)
+        if features is not None:
+            raise ValueError("reused hash-grid features need the native encoding")
         return _HashGridFunction.apply(x01, self.table, self.spec, self.constants())

@@ -74,20 +74,26 @@ def _transposed_weights(net: nn.Sequential) -> list[torch.Tensor]:
     return [m.weight.detach().t().contiguous() for m in net if isinstance(m, nn.Linear)]
 
 
+def bf16_autocast() -> bool:
+    """Whether the current CPU calls run under bf16 autocast (``precision: mixed`` on the CPU)."""
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
 class NGPField(nn.Module):
     """Pure-PyTorch Instant-NGP field; positions are world coordinates inside [-bound, bound]^3.
 
-    With ``fused_inference=True``, evaluations without autograd (``torch.no_grad`` /
-    ``inference_mode``: mining's first pass, occupancy-grid queries, evaluation renders) on the CPU
-    run the whole field through one fused native kernel (``csrc/field_infer_cpu.cpp``) that stores
-    nothing for backward; the tests compare it with the module path. It is off by default because
-    it is not faster yet: at 2^16 samples, 2 threads, it costs about what the module path without a
-    graph costs (68 vs 70 ms, both ~0.9 of a graph forward; benchmarks/README.md, issue 12).
+    Evaluations without autograd (``torch.no_grad`` / ``inference_mode``: mining's first pass,
+    occupancy-grid queries, evaluation renders) on the CPU run the whole field through one fused native
+    kernel (``csrc/field_infer_cpu.cpp``) that stores nothing for backward and keeps each tile's
+    intermediates in cache; under bf16 autocast its MLPs run in bf16 with fp32 accumulation (AVX-512
+    BF16), as autocast runs the module path. The tests compare it with the module path;
+    ``fused_inference=False`` turns it off. Its encoding is the training encoder's, bit for bit, so
+    :meth:`infer_keeping_features` can hand it to the hard pass (``forward(..., features=)``).
     """
 
     backend = "torch"
 
-    def __init__(self, spec: FieldSpec, bound: float, fused_inference: bool = False) -> None:
+    def __init__(self, spec: FieldSpec, bound: float, fused_inference: bool = True) -> None:
         super().__init__()
         self.spec = spec
         self.bound = float(bound)
@@ -100,33 +106,49 @@ class NGPField(nn.Module):
         return (x + self.bound) / (2.0 * self.bound)
 
     def inference_kernel(self):
-        """The fused no-graph kernel when it applies (CPU, autograd off, built), else None."""
+        """The fused no-graph kernel when it applies (CPU, autograd off, built, bf16 if autocast asks), else None."""
         if not self.fused_inference or torch.is_grad_enabled() or self.encoding.table.device.type != "cpu":
             return None
         if self.encoding.implementation != "native":
             return None
-        return load_field_native()
+        kernel = load_field_native()
+        if kernel is None:
+            return None
+        if torch.is_autocast_enabled("cpu") and not (bf16_autocast() and kernel.has_bf16_dot()):
+            return None  # an autocast the kernel does not do (fp16, or bf16 without AVX-512 BF16)
+        return kernel
 
-    def _fused(self, kernel, x: torch.Tensor, d: torch.Tensor | None) -> torch.Tensor:
+    def _fused(self, kernel, x: torch.Tensor, d: torch.Tensor | None, keep_features: bool = False):
         c = self.encoding.constants()
         x01 = self.normalise(x).float().contiguous()
         dirs = x01 if d is None else d.float().contiguous()
         return kernel.field_forward(
             x01, dirs, self.encoding.table.detach(), *c.kernel_args(),
             _transposed_weights(self.density_net), _transposed_weights(self.color_net), d is None,
+            bf16_autocast(), keep_features,
         )  # fmt: skip
 
     def density_raw(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-activation density (N,) only: what the occupancy grid update needs."""
         kernel = self.inference_kernel()
         if kernel is not None:
-            return self._fused(kernel, x, None)
+            return self._fused(kernel, x, None)[0]
         return self.density_net(self.encoding(self.normalise(x)))[:, 0]
 
-    def forward(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    def infer_keeping_features(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """No-graph outputs (N, 4) and, when the fused kernel ran, the hash-grid features (N, L * F) it
+        computed on the way: exactly what the training encoder would compute for these positions."""
         kernel = self.inference_kernel()
+        if kernel is None:
+            return self(x, d), None
+        raw, features = self._fused(kernel, x, d, keep_features=True)
+        return raw, features
+
+    def forward(self, x: torch.Tensor, d: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """``features``: these positions' hash-grid features from :meth:`infer_keeping_features`."""
+        kernel = self.inference_kernel() if features is None else None
         if kernel is not None:
-            return self._fused(kernel, x, d)
-        h = self.density_net(self.encoding(self.normalise(x)))
+            return self._fused(kernel, x, d)[0]
+        h = self.density_net(self.encoding(self.normalise(x), features))
         color_in = torch.cat([spherical_harmonics_deg4(d), h[:, 1:]], dim=-1)
         return torch.cat([h[:, :1], self.color_net(color_in)], dim=-1)

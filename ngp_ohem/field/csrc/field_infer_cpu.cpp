@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -166,6 +167,133 @@ float* mlp_tile(const float* in, int64_t n, const std::vector<Layer>& layers, fl
   return const_cast<float*>(src);
 }
 
+// -- bf16 MLPs (AVX-512 BF16: vdpbf16ps) -----------------------------------------------------------------
+// Under bf16 autocast (precision: mixed on the CPU) torch rounds each layer's input and weights to bf16 and
+// accumulates in fp32; so do these layers, with fp32 accumulators kept between a layer's sum and its ReLU.
+// A weight matrix (in, out) is packed as pairs along `in`, 16 outputs per vector: w[kp][o][2], in and out
+// padded to multiples of 16 with zeros, so one vdpbf16ps adds in[2kp] w[2kp][o] + in[2kp+1] w[2kp+1][o]
+// for 16 outputs at once, and a hidden layer's padded output row is the next layer's padded input row.
+// Hidden layers write their ReLU'd outputs straight to bf16 (vcvtneps2bf16, round to nearest even as
+// torch converts); the last layer writes fp32.
+inline uint16_t to_bf16(float v) {  // round to nearest even, as torch's conversion does (finite inputs)
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+struct PackedLayer {
+  std::vector<uint16_t> w;  // (in_pad / 2, out_pad, 2)
+  int64_t in_pad, out, out_pad;
+};
+
+PackedLayer pack_bf16(const Layer& layer) {
+  PackedLayer p{{}, (layer.in + 15) / 16 * 16, layer.out, (layer.out + 15) / 16 * 16};
+  p.w.assign(p.in_pad * p.out_pad, 0);
+  for (int64_t k = 0; k < layer.in; ++k)
+    for (int64_t o = 0; o < layer.out; ++o) p.w[(k / 2) * p.out_pad * 2 + o * 2 + (k & 1)] = to_bf16(layer.wt[k * layer.out + o]);
+  return p;
+}
+
+#if defined(__AVX512BF16__)
+constexpr bool kHaveBf16Dot = true;
+
+// (n, out_pad) = in (n, in_pad, bf16) @ w: ReLU'd bf16 rows into out16 when it is given (a hidden layer),
+// else fp32 rows into out32. NB = out_pad / 16 accumulators a sample, four samples sharing each weight vector.
+template <int NB>
+inline void store_row(const __m512* acc, float* out32, uint16_t* out16) {
+  for (int b = 0; b < NB; ++b) {
+    if (out16 != nullptr) {
+      const __m256bh v = _mm512_cvtneps_pbh(_mm512_max_ps(acc[b], _mm512_setzero_ps()));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out16 + 16 * b), (__m256i)v);
+    } else {
+      _mm512_storeu_ps(out32 + 16 * b, acc[b]);
+    }
+  }
+}
+
+template <int NB>
+void dense_bf16_fixed(const uint16_t* in, int64_t n, const PackedLayer& p, float* out32, uint16_t* out16) {
+  const int64_t pairs = p.in_pad / 2, op = p.out_pad;
+  const __m512i* w = reinterpret_cast<const __m512i*>(p.w.data());
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    __m512 acc[4][NB];
+    for (int s = 0; s < 4; ++s)
+      for (int b = 0; b < NB; ++b) acc[s][b] = _mm512_setzero_ps();
+    const int32_t* rows[4];
+    for (int s = 0; s < 4; ++s) rows[s] = reinterpret_cast<const int32_t*>(in + (i + s) * p.in_pad);
+    for (int64_t kp = 0; kp < pairs; ++kp) {
+      __m512i wv[NB];
+      for (int b = 0; b < NB; ++b) wv[b] = _mm512_loadu_si512(w + kp * NB + b);
+      for (int s = 0; s < 4; ++s) {
+        const __m512bh x = (__m512bh)_mm512_set1_epi32(rows[s][kp]);
+        for (int b = 0; b < NB; ++b) acc[s][b] = _mm512_dpbf16_ps(acc[s][b], (__m512bh)wv[b], x);
+      }
+    }
+    for (int s = 0; s < 4; ++s)
+      store_row<NB>(acc[s], out32 ? out32 + (i + s) * op : nullptr, out16 ? out16 + (i + s) * op : nullptr);
+  }
+  for (; i < n; ++i) {
+    __m512 acc[NB];
+    for (int b = 0; b < NB; ++b) acc[b] = _mm512_setzero_ps();
+    const int32_t* row = reinterpret_cast<const int32_t*>(in + i * p.in_pad);
+    for (int64_t kp = 0; kp < pairs; ++kp) {
+      const __m512bh x = (__m512bh)_mm512_set1_epi32(row[kp]);
+      for (int b = 0; b < NB; ++b) acc[b] = _mm512_dpbf16_ps(acc[b], (__m512bh)_mm512_loadu_si512(w + kp * NB + b), x);
+    }
+    store_row<NB>(acc, out32 ? out32 + i * op : nullptr, out16 ? out16 + i * op : nullptr);
+  }
+}
+
+void dense_bf16(const uint16_t* in, int64_t n, const PackedLayer& p, float* out32, uint16_t* out16) {
+  switch (p.out_pad / 16) {
+    case 1: return dense_bf16_fixed<1>(in, n, p, out32, out16);
+    case 2: return dense_bf16_fixed<2>(in, n, p, out32, out16);
+    case 4: return dense_bf16_fixed<4>(in, n, p, out32, out16);
+    case 8: return dense_bf16_fixed<8>(in, n, p, out32, out16);
+    default: TORCH_CHECK(false, "bf16 field kernel: layer width ", p.out, " (16, 32, 64 or 128 outputs)");
+  }
+}
+
+// fp32 rows (n, width) with row stride `stride` -> bf16 rows (n, pad), zero-padded; 16 at a time.
+void rows_to_bf16(const float* src, int64_t n, int64_t width, int64_t stride, uint16_t* dst, int64_t pad) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* r = src + i * stride;
+    uint16_t* o = dst + i * pad;
+    int64_t k = 0;
+    for (; k + 16 <= width; k += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + k), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r + k)));
+    for (; k < width; ++k) o[k] = to_bf16(r[k]);
+    for (; k < pad; ++k) o[k] = 0;
+  }
+}
+#else
+constexpr bool kHaveBf16Dot = false;
+void dense_bf16(const uint16_t*, int64_t, const PackedLayer&, float*, uint16_t*) {
+  TORCH_CHECK(false, "bf16 field kernel: this CPU has no AVX-512 BF16");
+}
+void rows_to_bf16(const float*, int64_t, int64_t, int64_t, uint16_t*, int64_t) {
+  TORCH_CHECK(false, "bf16 field kernel: this CPU has no AVX-512 BF16");
+}
+#endif
+
+// An MLP over a tile in bf16: hidden layers ping-pong between two bf16 buffers; returns the fp32 buffer
+// holding the last layer's (n, out_pad) output.
+float* mlp_tile_bf16(const uint16_t* in, int64_t n, const std::vector<PackedLayer>& layers, float* f32,
+                     uint16_t* b16_a, uint16_t* b16_b) {
+  const uint16_t* src = in;
+  uint16_t* dst = b16_a;
+  for (size_t j = 0; j + 1 < layers.size(); ++j) {
+    TORCH_CHECK(layers[j].out_pad == layers[j + 1].in_pad, "bf16 field kernel: layer sizes");
+    dense_bf16(src, n, layers[j], nullptr, dst);
+    src = dst;
+    dst = (dst == b16_a) ? b16_b : b16_a;
+  }
+  dense_bf16(src, n, layers.back(), f32, nullptr);
+  return f32;
+}
+
 // The 16 real SH basis functions of degree < 4 (ngp_ohem/field/sh.py), written to out[0..15].
 inline void sh4(const float* d, float* out) {
   const float x = d[0], y = d[1], z = d[2];
@@ -191,15 +319,19 @@ inline void sh4(const float* d, float* out) {
 }  // namespace
 
 // raw (N, 4) = [density_pre, rgb_pre] of the field at x01 (N, 3) in [0, 1]^3 and unit dirs (N, 3);
-// with density_only, dirs is ignored and the result is density_pre (N,).
-torch::Tensor field_forward(torch::Tensor x01, torch::Tensor dirs, torch::Tensor table, torch::Tensor scales,
-                            torch::Tensor shifts, torch::Tensor sides, torch::Tensor dense, torch::Tensor offsets,
-                            bool zero_outside, int64_t mask,
-                            std::vector<torch::Tensor> density_wt, std::vector<torch::Tensor> color_wt,
-                            bool density_only) {
+// with density_only, dirs is ignored and the result is density_pre (N,). With bf16, the MLPs run in bf16
+// with fp32 accumulation (what bf16 autocast does to the module path); the encoding is fp32 either way,
+// exactly the training encoder's, so with keep_encoding its (N, L * F) features are returned as well
+// (mining's hard pass reuses them instead of encoding its samples again). Returns [raw, encoding or empty].
+std::vector<torch::Tensor> field_forward(torch::Tensor x01, torch::Tensor dirs, torch::Tensor table,
+                                         torch::Tensor scales, torch::Tensor shifts, torch::Tensor sides,
+                                         torch::Tensor dense, torch::Tensor offsets, bool zero_outside, int64_t mask,
+                                         std::vector<torch::Tensor> density_wt, std::vector<torch::Tensor> color_wt,
+                                         bool density_only, bool bf16, bool keep_encoding) {
   TORCH_CHECK(x01.dim() == 2 && x01.size(1) == 3 && x01.is_contiguous() && x01.scalar_type() == torch::kFloat32);
   TORCH_CHECK(table.is_contiguous() && table.scalar_type() == torch::kFloat32);
   TORCH_CHECK(table.size(0) < (int64_t{1} << 31), "hash-grid table: more rows than 32-bit indices reach");
+  TORCH_CHECK(!bf16 || kHaveBf16Dot, "bf16 field kernel: this CPU has no AVX-512 BF16");
   const auto levels = read_levels(scales, shifts, sides, dense, offsets, zero_outside);
   const auto dens = read_layers(density_wt);
   const auto col = read_layers(color_wt);
@@ -211,43 +343,71 @@ torch::Tensor field_forward(torch::Tensor x01, torch::Tensor dirs, torch::Tensor
     TORCH_CHECK(dirs.sizes() == x01.sizes() && dirs.is_contiguous() && dirs.scalar_type() == torch::kFloat32);
     TORCH_CHECK(!col.empty() && col.front().in == 16 + geo && col.back().out == 3, "colour MLP sizes");
   }
+  std::vector<PackedLayer> dens16, col16;
+  if (bf16) {
+    for (const auto& layer : dens) dens16.push_back(pack_bf16(layer));
+    for (const auto& layer : col) col16.push_back(pack_bf16(layer));
+  }
   auto out = density_only ? torch::empty({n}, x01.options()) : torch::empty({n, 4}, x01.options());
+  auto enc_all = keep_encoding ? torch::empty({n, enc_width}, x01.options()) : torch::empty({0}, x01.options());
   const float* xp = x01.data_ptr<float>();
   const float* dp = density_only ? nullptr : dirs.data_ptr<float>();
   const float* tp = table.data_ptr<float>();
   float* op = out.data_ptr<float>();
+  float* ep = keep_encoding ? enc_all.data_ptr<float>() : nullptr;
   const uint32_t m = static_cast<uint32_t>(mask);
   const int64_t n_chunks = (n + kChunk - 1) / kChunk;
-  const int64_t hw = dens.back().out, cw = 16 + geo;
+  const int64_t cw = 16 + geo;
+  const int64_t hw = bf16 ? dens16.back().out_pad : dens.back().out;  // row stride of the density MLP's output
+  const int64_t cin_stride = bf16 ? col16.empty() ? 0 : col16.front().in_pad : cw;
+  const int64_t rgb_stride = bf16 && !col16.empty() ? col16.back().out_pad : 3;
   at::parallel_for(0, n_chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-    std::vector<float> enc(kChunk * enc_width), a(kTile * kMaxWidth), b(kTile * kMaxWidth), cin(kTile * kMaxWidth);
-    std::vector<float> coords(3 * kChunk);
+    std::vector<float> enc_buf(keep_encoding ? 0 : kChunk * enc_width), a(kTile * kMaxWidth), b(kTile * kMaxWidth);
+    std::vector<float> cin(kTile * kMaxWidth), coords(3 * kChunk);
+    std::vector<uint16_t> x16(kTile * kMaxWidth), h16(kTile * kMaxWidth), g16(kTile * kMaxWidth);
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
       const int64_t c0 = chunk * kChunk, c_cnt = std::min(kChunk, n - c0);
-      encode_tile(xp + 3 * c0, c_cnt, levels, tp, f, m, enc.data(), coords.data());
+      float* enc = keep_encoding ? ep + c0 * enc_width : enc_buf.data();
+      encode_tile(xp + 3 * c0, c_cnt, levels, tp, f, m, enc, coords.data());
       for (int64_t t0 = 0; t0 < c_cnt; t0 += kTile) {
         const int64_t start = c0 + t0, cnt = std::min(kTile, c_cnt - t0);
-        const float* h = mlp_tile(enc.data() + t0 * enc_width, cnt, dens, a.data(), b.data());
+        const float* h;
+        if (bf16) {
+          rows_to_bf16(enc + t0 * enc_width, cnt, enc_width, enc_width, x16.data(), dens16.front().in_pad);
+          h = mlp_tile_bf16(x16.data(), cnt, dens16, a.data(), h16.data(), g16.data());
+        } else {
+          h = mlp_tile(enc + t0 * enc_width, cnt, dens, a.data(), b.data());
+        }
         if (density_only) {
           for (int64_t i = 0; i < cnt; ++i) op[start + i] = h[i * hw];
           continue;
         }
         for (int64_t i = 0; i < cnt; ++i) {
-          sh4(dp + 3 * (start + i), cin.data() + i * cw);
-          for (int64_t k = 0; k < geo; ++k) cin[i * cw + 16 + k] = h[i * hw + 1 + k];
+          float* row = cin.data() + i * cw;
+          sh4(dp + 3 * (start + i), row);
+          for (int64_t k = 0; k < geo; ++k) row[16 + k] = h[i * hw + 1 + k];
           op[4 * (start + i)] = h[i * hw];
         }
         // h lives in a or b; the colour MLP may overwrite both, so its density was copied out first.
-        const float* rgb = mlp_tile(cin.data(), cnt, col, a.data(), b.data());
+        const float* rgb;
+        if (bf16) {
+          rows_to_bf16(cin.data(), cnt, cw, cw, x16.data(), cin_stride);
+          rgb = mlp_tile_bf16(x16.data(), cnt, col16, b.data(), h16.data(), g16.data());
+        } else {
+          rgb = mlp_tile(cin.data(), cnt, col, a.data(), b.data());
+        }
         for (int64_t i = 0; i < cnt; ++i) {
-          for (int k = 0; k < 3; ++k) op[4 * (start + i) + 1 + k] = rgb[i * 3 + k];
+          for (int k = 0; k < 3; ++k) op[4 * (start + i) + 1 + k] = rgb[i * rgb_stride + k];
         }
       }
     }
   });
-  return out;
+  return {out, enc_all};
 }
+
+bool has_bf16_dot() { return kHaveBf16Dot; }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("field_forward", &field_forward, "fused no-graph Instant-NGP field evaluation (CPU)");
+  m.def("has_bf16_dot", &has_bf16_dot, "whether the bf16 MLPs (AVX-512 BF16) were built");
 }
