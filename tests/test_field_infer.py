@@ -95,13 +95,17 @@ needs_bf16 = pytest.mark.skipif(
 
 
 @needs_bf16
+@pytest.mark.parametrize("amx", [False, True])
 @pytest.mark.parametrize("convention", CONVENTIONS)
 @pytest.mark.parametrize(("n", "hidden"), [(1, 64), (67, 64), (3000, 64), (130, 32)])
-def test_bf16_kernel_matches_bf16_autocast_and_bounds_its_error_against_fp32(n, hidden, convention) -> None:
-    """Under bf16 autocast the fused kernel runs bf16 MLPs with fp32 accumulation, as autocast does;
-    its error against fp32 stays within what the module path under autocast makes (raw outputs
-    within 1 % of their spread, measured 0.3-0.5 %), and both agree closely with each other."""
+def test_bf16_kernel_matches_bf16_autocast_and_bounds_its_error_against_fp32(n, hidden, convention, amx) -> None:
+    """Under bf16 autocast the fused kernel runs bf16 MLPs with fp32 accumulation (AVX-512 BF16 dot
+    products, or AMX tiles), as autocast does; its error against fp32 stays within what the module
+    path under autocast makes (raw outputs within 1 % of their spread, measured 0.3-0.5 %)."""
+    if amx and not load_field_native().has_amx():
+        pytest.skip("no AMX here (CPU or OS)")
     field = random_field(10 + n, convention, hidden=hidden)
+    field.use_amx = amx
     x, d = inputs(n, n)
     exact, _ = reference(field, x, d)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -98,6 +98,7 @@ class NGPField(nn.Module):
         self.spec = spec
         self.bound = float(bound)
         self.fused_inference = fused_inference
+        self.use_amx = True  # bf16 MLPs on AMX tiles where the CPU and OS allow (else AVX-512 BF16)
         self.encoding = HashGridEncoding(spec.grid)
         self.density_net = mlp(spec.grid.output_dim, spec.hidden, spec.density_layers, 1 + spec.geo_features)
         self.color_net = mlp(16 + spec.geo_features, spec.color_width, spec.color_layers, 3)
@@ -125,7 +126,7 @@ class NGPField(nn.Module):
         return kernel.field_forward(
             x01, dirs, self.encoding.table.detach(), *c.kernel_args(),
             _transposed_weights(self.density_net), _transposed_weights(self.color_net), d is None,
-            bf16_autocast(), keep_features,
+            bf16_autocast(), keep_features, self.use_amx,
         )  # fmt: skip
 
     def density_raw(self, x: torch.Tensor) -> torch.Tensor:

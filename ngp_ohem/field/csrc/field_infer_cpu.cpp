@@ -199,7 +199,7 @@ PackedLayer pack_bf16(const Layer& layer) {
 constexpr bool kHaveBf16Dot = true;
 
 // (n, out_pad) = in (n, in_pad, bf16) @ w: ReLU'd bf16 rows into out16 when it is given (a hidden layer),
-// else fp32 rows into out32. NB = out_pad / 16 accumulators a sample, four samples sharing each weight vector.
+// else fp32 rows into out32. NB = out_pad / 16 accumulators a sample.
 template <int NB>
 inline void store_row(const __m512* acc, float* out32, uint16_t* out16) {
   for (int b = 0; b < NB; ++b) {
@@ -212,26 +212,29 @@ inline void store_row(const __m512* acc, float* out32, uint16_t* out16) {
   }
 }
 
+// S samples at a time share each weight vector, S * NB = 16 independent accumulator chains (enough to
+// hide vdpbf16ps's latency whatever the layer's width).
 template <int NB>
 void dense_bf16_fixed(const uint16_t* in, int64_t n, const PackedLayer& p, float* out32, uint16_t* out16) {
+  constexpr int S = NB >= 16 ? 1 : 16 / NB;
   const int64_t pairs = p.in_pad / 2, op = p.out_pad;
   const __m512i* w = reinterpret_cast<const __m512i*>(p.w.data());
   int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    __m512 acc[4][NB];
-    for (int s = 0; s < 4; ++s)
+  for (; i + S <= n; i += S) {
+    __m512 acc[S][NB];
+    for (int s = 0; s < S; ++s)
       for (int b = 0; b < NB; ++b) acc[s][b] = _mm512_setzero_ps();
-    const int32_t* rows[4];
-    for (int s = 0; s < 4; ++s) rows[s] = reinterpret_cast<const int32_t*>(in + (i + s) * p.in_pad);
+    const int32_t* rows[S];
+    for (int s = 0; s < S; ++s) rows[s] = reinterpret_cast<const int32_t*>(in + (i + s) * p.in_pad);
     for (int64_t kp = 0; kp < pairs; ++kp) {
       __m512i wv[NB];
       for (int b = 0; b < NB; ++b) wv[b] = _mm512_loadu_si512(w + kp * NB + b);
-      for (int s = 0; s < 4; ++s) {
+      for (int s = 0; s < S; ++s) {
         const __m512bh x = (__m512bh)_mm512_set1_epi32(rows[s][kp]);
         for (int b = 0; b < NB; ++b) acc[s][b] = _mm512_dpbf16_ps(acc[s][b], (__m512bh)wv[b], x);
       }
     }
-    for (int s = 0; s < 4; ++s)
+    for (int s = 0; s < S; ++s)
       store_row<NB>(acc[s], out32 ? out32 + (i + s) * op : nullptr, out16 ? out16 + (i + s) * op : nullptr);
   }
   for (; i < n; ++i) {
@@ -275,6 +278,113 @@ void dense_bf16(const uint16_t*, int64_t, const PackedLayer&, float*, uint16_t*)
 }
 void rows_to_bf16(const float*, int64_t, int64_t, int64_t, uint16_t*, int64_t) {
   TORCH_CHECK(false, "bf16 field kernel: this CPU has no AVX-512 BF16");
+}
+#endif
+
+// -- the same layers on AMX tiles, where the CPU has them ---------------------------------------------------
+// One tile instruction (tdpbf16ps) multiplies 16 samples x 32 inputs (bf16) by 32 inputs x 16 outputs
+// (the packed pairs above are exactly AMX's B layout) into 16 x 16 fp32 accumulators. Linux hands out the
+// tile registers only on request (arch_prctl ARCH_REQ_XCOMP_PERM, once per process); each thread loads
+// the tile configuration before use. All tiles are 16 rows x 64 bytes: C0-C3 accumulate up to 64 outputs,
+// T4 holds the samples, T5 the weights. Samples past the tile's count are computed and ignored.
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <mutex>
+
+bool amx_permitted() {
+  static const bool ok = [] {
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return ok;
+}
+
+struct TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+void load_tile_config() {
+  TileConfig c;
+  for (int t = 0; t < 6; ++t) {
+    c.rows[t] = 16;
+    c.colsb[t] = 64;
+  }
+  _tile_loadconfig(&c);
+}
+
+// One layer: 16-row blocks of `in` (stride in_pad bf16) into fp32 rows of out32 (stride out_pad).
+void dense_amx(const uint16_t* in, int64_t n, const PackedLayer& p, float* out32) {
+  const int64_t ks = p.in_pad / 32, nbs = p.out_pad / 16;
+  const int in_stride = static_cast<int>(p.in_pad * 2), w_stride = static_cast<int>(p.out_pad * 4);
+  const int out_stride = static_cast<int>(p.out_pad * 4);
+  for (int64_t r0 = 0; r0 < n; r0 += 16) {
+    for (int64_t g0 = 0; g0 < nbs; g0 += 4) {
+      const int64_t g = std::min<int64_t>(4, nbs - g0);
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      for (int64_t k = 0; k < ks; ++k) {
+        _tile_loadd(4, in + r0 * p.in_pad + 32 * k, in_stride);
+        const uint16_t* wk = p.w.data() + (16 * k) * p.out_pad * 2 + 16 * g0 * 2;
+        _tile_loadd(5, wk, w_stride);
+        _tile_dpbf16ps(0, 4, 5);
+        if (g > 1) {
+          _tile_loadd(5, wk + 32, w_stride);
+          _tile_dpbf16ps(1, 4, 5);
+        }
+        if (g > 2) {
+          _tile_loadd(5, wk + 64, w_stride);
+          _tile_dpbf16ps(2, 4, 5);
+        }
+        if (g > 3) {
+          _tile_loadd(5, wk + 96, w_stride);
+          _tile_dpbf16ps(3, 4, 5);
+        }
+      }
+      float* o = out32 + r0 * p.out_pad + 16 * g0;
+      _tile_stored(0, o, out_stride);
+      if (g > 1) _tile_stored(1, o + 16, out_stride);
+      if (g > 2) _tile_stored(2, o + 32, out_stride);
+      if (g > 3) _tile_stored(3, o + 48, out_stride);
+    }
+  }
+}
+
+bool amx_fits(const std::vector<PackedLayer>& layers) {
+  for (const auto& l : layers)
+    if (l.in_pad % 32 != 0) return false;
+  return amx_permitted();
+}
+
+// An MLP over up to kTile samples on AMX; hidden layers go fp32 -> ReLU -> bf16 with AVX-512.
+float* mlp_tile_amx(const uint16_t* in, int64_t n, const std::vector<PackedLayer>& layers, float* f32,
+                    uint16_t* b16_a, uint16_t* b16_b) {
+  const int64_t rows = (n + 15) / 16 * 16;
+  const uint16_t* src = in;
+  uint16_t* dst = b16_a;
+  for (size_t j = 0; j + 1 < layers.size(); ++j) {
+    TORCH_CHECK(layers[j].out_pad == layers[j + 1].in_pad, "bf16 field kernel: layer sizes");
+    dense_amx(src, rows, layers[j], f32);
+    const int64_t w = layers[j].out_pad;
+    for (int64_t i = 0; i < rows * w; i += 16) {
+      const __m512 v = _mm512_max_ps(_mm512_loadu_ps(f32 + i), _mm512_setzero_ps());
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), (__m256i)_mm512_cvtneps_pbh(v));
+    }
+    src = dst;
+    dst = (dst == b16_a) ? b16_b : b16_a;
+  }
+  dense_amx(src, rows, layers.back(), f32);
+  return f32;
+}
+#else
+bool amx_fits(const std::vector<PackedLayer>&) { return false; }
+void load_tile_config() {}
+float* mlp_tile_amx(const uint16_t*, int64_t, const std::vector<PackedLayer>&, float*, uint16_t*, uint16_t*) {
+  TORCH_CHECK(false, "bf16 field kernel: built without AMX");
 }
 #endif
 
@@ -327,7 +437,7 @@ std::vector<torch::Tensor> field_forward(torch::Tensor x01, torch::Tensor dirs, 
                                          torch::Tensor scales, torch::Tensor shifts, torch::Tensor sides,
                                          torch::Tensor dense, torch::Tensor offsets, bool zero_outside, int64_t mask,
                                          std::vector<torch::Tensor> density_wt, std::vector<torch::Tensor> color_wt,
-                                         bool density_only, bool bf16, bool keep_encoding) {
+                                         bool density_only, bool bf16, bool keep_encoding, bool use_amx) {
   TORCH_CHECK(x01.dim() == 2 && x01.size(1) == 3 && x01.is_contiguous() && x01.scalar_type() == torch::kFloat32);
   TORCH_CHECK(table.is_contiguous() && table.scalar_type() == torch::kFloat32);
   TORCH_CHECK(table.size(0) < (int64_t{1} << 31), "hash-grid table: more rows than 32-bit indices reach");
@@ -361,7 +471,10 @@ std::vector<torch::Tensor> field_forward(torch::Tensor x01, torch::Tensor dirs, 
   const int64_t hw = bf16 ? dens16.back().out_pad : dens.back().out;  // row stride of the density MLP's output
   const int64_t cin_stride = bf16 ? col16.empty() ? 0 : col16.front().in_pad : cw;
   const int64_t rgb_stride = bf16 && !col16.empty() ? col16.back().out_pad : 3;
+  const bool amx = bf16 && use_amx && amx_fits(dens16) && (density_only || amx_fits(col16));
+  const auto mlp16 = amx ? mlp_tile_amx : mlp_tile_bf16;
   at::parallel_for(0, n_chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+    if (amx) load_tile_config();  // per thread
     std::vector<float> enc_buf(keep_encoding ? 0 : kChunk * enc_width), a(kTile * kMaxWidth), b(kTile * kMaxWidth);
     std::vector<float> cin(kTile * kMaxWidth), coords(3 * kChunk);
     std::vector<uint16_t> x16(kTile * kMaxWidth), h16(kTile * kMaxWidth), g16(kTile * kMaxWidth);
@@ -374,7 +487,7 @@ std::vector<torch::Tensor> field_forward(torch::Tensor x01, torch::Tensor dirs, 
         const float* h;
         if (bf16) {
           rows_to_bf16(enc + t0 * enc_width, cnt, enc_width, enc_width, x16.data(), dens16.front().in_pad);
-          h = mlp_tile_bf16(x16.data(), cnt, dens16, a.data(), h16.data(), g16.data());
+          h = mlp16(x16.data(), cnt, dens16, a.data(), h16.data(), g16.data());
         } else {
           h = mlp_tile(enc + t0 * enc_width, cnt, dens, a.data(), b.data());
         }
@@ -392,7 +505,7 @@ std::vector<torch::Tensor> field_forward(torch::Tensor x01, torch::Tensor dirs, 
         const float* rgb;
         if (bf16) {
           rows_to_bf16(cin.data(), cnt, cw, cw, x16.data(), cin_stride);
-          rgb = mlp_tile_bf16(x16.data(), cnt, col16, b.data(), h16.data(), g16.data());
+          rgb = mlp16(x16.data(), cnt, col16, b.data(), h16.data(), g16.data());
         } else {
           rgb = mlp_tile(cin.data(), cnt, col, a.data(), b.data());
         }
@@ -407,7 +520,16 @@ std::vector<torch::Tensor> field_forward(torch::Tensor x01, torch::Tensor dirs, 
 
 bool has_bf16_dot() { return kHaveBf16Dot; }
 
+bool has_amx() {
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+  return amx_permitted();
+#else
+  return false;
+#endif
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("field_forward", &field_forward, "fused no-graph Instant-NGP field evaluation (CPU)");
   m.def("has_bf16_dot", &has_bf16_dot, "whether the bf16 MLPs (AVX-512 BF16) were built");
+  m.def("has_amx", &has_amx, "whether the bf16 MLPs can run on AMX tiles here (built, and permitted by the OS)");
 }
