@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmarks import bench
 from benchmarks.conftest import record_throughput
-from ngp_ohem import bench
 from ngp_ohem.field.hashgrid import HashGridEncoding
 
 SIZES = [1 << 14, 1 << 16, 1 << 18]

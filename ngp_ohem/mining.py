@@ -32,8 +32,6 @@ from ngp_ohem.memory import GraphBytesMeter
 from ngp_ohem.render.composite import composite
 from ngp_ohem.render.march import PackedSamples
 
-METHODS = ("baseline", "hsm")
-
 
 @dataclass
 class StepResult:
