@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ngp_ohem import bench
+from benchmarks import bench
 
 
 @pytest.fixture(scope="session")

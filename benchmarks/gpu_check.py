@@ -17,11 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ngp_ohem.names import METHODS
+
 REPO = Path(__file__).resolve().parent.parent
 # What ``ngp_ohem`` imports at run time (pyproject's dependencies; pandas/matplotlib only for reports).
 REQUIRED = ("torch", "numpy", "PIL", "yaml", "jsonschema", "tqdm", "torchmetrics")
 SCENE_CANDIDATES = ("shared/data/nerf_synthetic/lego", "../shared/data/nerf_synthetic/lego", "data/nerf_synthetic/lego")
-METHODS = ("baseline", "hsm")
 
 
 class CheckError(Exception):

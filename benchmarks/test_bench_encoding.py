@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmarks import bench
 from benchmarks.conftest import record_throughput
-from ngp_ohem import bench
 from ngp_ohem.field.hashgrid import HashGridEncoding
 
 SIZES = [1 << 14, 1 << 16, 1 << 18]
@@ -45,6 +45,9 @@ def test_encoding_forward_backward(benchmark, impl, n):
     record_throughput(benchmark, n)
 
 
+SPEEDUP_FLOOR = 10.0
+
+
 def test_encoding_speedup_side_by_side(benchmark):
     """Native vs naive forward+backward at 2^16, interleaved in this run: the issue-6 acceptance ratio."""
     n = 1 << 16
@@ -70,4 +73,5 @@ def test_encoding_speedup_side_by_side(benchmark):
         f"\nencoding fwd+bwd @2^16: native {n / medians['native']:.0f}/s, naive {n / medians['naive']:.0f}/s, "
         f"speed-up {speedup:.1f}x"
     )
-    assert speedup > 1.0
+    # benchmarks/README.md reports 29.1x; a floor well below it (CI noise) that a lost fused kernel breaks.
+    assert speedup > SPEEDUP_FLOOR, f"native encoding only {speedup:.1f}x the naive path (floor {SPEEDUP_FLOOR}x)"

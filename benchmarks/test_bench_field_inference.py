@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ngp_ohem import bench
+from benchmarks import bench
 from ngp_ohem.field.native import load_field_native
 
 MAX_RATIO = 1.2

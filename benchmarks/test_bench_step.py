@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from benchmarks import bench
 from benchmarks.conftest import record_throughput
-from ngp_ohem import bench
 
 SIZES = [1 << 14, 1 << 16, 1 << 18]
 
@@ -20,8 +20,8 @@ def test_training_step(benchmark, scene_dir, method, n):
     bench.warm_up(trainer, 32 if n <= 1 << 16 else 8)
     rounds = 16 if n <= 1 << 16 else 4
     benchmark.pedantic(trainer.train_step, rounds=rounds, warmup_rounds=1)
-    record_throughput(benchmark, trainer.window.samples // max(trainer.window.steps, 1))
-    benchmark.extra_info["hard_fraction"] = round(trainer.window.hard / max(trainer.window.samples, 1), 3)
+    record_throughput(benchmark, trainer.trace.window.samples // max(trainer.trace.window.steps, 1))
+    benchmark.extra_info["hard_fraction"] = round(trainer.trace.window.hard / max(trainer.trace.window.samples, 1), 3)
 
 
 def test_mined_and_baseline_step_pair(benchmark, scene_dir):
@@ -44,10 +44,10 @@ def test_mined_and_baseline_step_pair(benchmark, scene_dir):
 
     benchmark.pedantic(pair, rounds=12, warmup_rounds=1)
     medians = {m: statistics.median(ts[1:]) for m, ts in times.items()}
-    graph = {m: t.window.graph_bytes for m, t in trainers.items()}  # max over the steps since the last record
+    graph = {m: t.trace.window.graph_bytes for m, t in trainers.items()}  # max over the steps since the last record
     benchmark.extra_info["time_ratio_hsm_over_baseline"] = round(medians["hsm"] / medians["baseline"], 3)
     benchmark.extra_info["graph_bytes_ratio_hsm_over_baseline"] = round(graph["hsm"] / graph["baseline"], 3)
-    mined = trainers["hsm"].window
+    mined = trainers["hsm"].trace.window
     benchmark.extra_info["hard_fraction"] = round(mined.hard / max(mined.samples, 1), 3)
     print(
         f"\nmined/baseline @2^16: step time {benchmark.extra_info['time_ratio_hsm_over_baseline']}, "

@@ -4,7 +4,7 @@ alternation with it) must stay within ``bench.YARDSTICK_MARGIN`` of the stored c
 This is the speed check that catches a step doing its work twice even when the shared machine runs
 1.4-2x slower than when the stored pytest-benchmark baseline was recorded (the absolute comparison
 in CI keeps only a generous backstop for that reason). Refresh the stored costs on purpose with
-``python -m ngp_ohem.bench --write-yardstick-costs benchmarks/baseline/yardstick.json``.
+``python -m benchmarks.bench --write-yardstick-costs benchmarks/baseline/yardstick.json``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import pytest
 import torch
 
-from ngp_ohem import bench
+from benchmarks import bench
 
 STORED = json.loads(bench.YARDSTICK_FILE.read_text())
 

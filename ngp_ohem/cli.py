@@ -128,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ngp_ohem.config import build_config
     from ngp_ohem.data import load_scene
     from ngp_ohem.io import check_writable_folder, lock_run_folder
-    from ngp_ohem.train import Trainer
+    from ngp_ohem.run.trainer import Trainer
 
     overrides = _overrides(args)
     cfg = build_config(_pick_preset(args.preset, overrides), *overrides)
@@ -157,7 +157,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ngp_ohem.evaluate import evaluate_run
+    from ngp_ohem.run.evaluation import evaluate_run
 
     result = evaluate_run(Path(args.run), args.data)
     print(json.dumps(result, indent=2))

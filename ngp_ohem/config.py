@@ -18,8 +18,7 @@ from typing import Any
 import jsonschema
 
 from ngp_ohem.errors import ConfigError
-from ngp_ohem.mining import METHODS
-from ngp_ohem.precision import PRECISIONS
+from ngp_ohem.names import METHODS, PRECISIONS
 
 _SCIENTIFIC = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+")
 _POS_INT = {"type": "integer", "minimum": 1}

@@ -10,11 +10,12 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
-
-import torch
+from typing import IO, TYPE_CHECKING, Any
 
 from ngp_ohem.errors import RunFolderError
+
+if TYPE_CHECKING:
+    import torch
 
 LOCK_NAME = ".ngp-ohem.lock"
 
@@ -109,11 +110,14 @@ def write_csv(path: str | Path, columns: Sequence[str], rows: Sequence[dict[str,
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
+    import torch  # here, not at the top: the report writes files through this module without torch
+
     atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
 
 
 def save_png(path: str | Path, image: torch.Tensor) -> None:
     """Save an (H, W, 3) float image in [0, 1] as an 8-bit PNG, atomically."""
+    import torch
     from PIL import Image
 
     array = (image.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()

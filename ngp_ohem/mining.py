@@ -34,8 +34,6 @@ from ngp_ohem.precision import first_pass
 from ngp_ohem.render.composite import composite
 from ngp_ohem.render.march import PackedSamples
 
-METHODS = ("baseline", "hsm")
-
 
 @dataclass
 class StepResult:

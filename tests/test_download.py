@@ -246,8 +246,16 @@ def test_argument_errors(tmp_path: Path) -> None:
 def test_table_points_at_the_official_release() -> None:
     assert download.ARCHIVES["blender"].filename == "nerf_synthetic.zip"
     assert download.ARCHIVES["llff"].filename == "nerf_llff_data.zip"
-    for entry in download.ARCHIVES.values():
-        assert entry.urls and all(u.startswith("https://") for u in entry.urls)
+    # The official releases: the NeRF authors' Google Drive files and Google Research's Mip-NeRF 360 bucket.
+    assert {name: entry.urls for name, entry in download.ARCHIVES.items()} == {
+        "blender": (
+            "https://drive.usercontent.google.com/download?id=18JxhpWD-4ZmuFKLzKlAw-w5PpzZxXOcG&export=download&confirm=t",
+        ),
+        "llff": (
+            "https://drive.usercontent.google.com/download?id=16VnMcF1KJYxN9QId6TClMsZRahHNMW5g&export=download&confirm=t",
+        ),
+        "mipnerf360": ("https://storage.googleapis.com/gresearch/refraw360/360_v2.zip",),
+    }
 
 
 def test_registry() -> None:

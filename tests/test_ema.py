@@ -11,7 +11,7 @@ import torch
 from ngp_ohem.config import build_config
 from ngp_ohem.data import load_scene
 from ngp_ohem.ema import WeightAverage
-from ngp_ohem.train import Trainer
+from ngp_ohem.run.trainer import Trainer
 
 TINY = {
     "device": "cpu", "backend": "torch", "threads": 1, "precision": "fp32",
@@ -89,19 +89,20 @@ def test_trainer_evaluates_the_average_and_checkpoints_it(blender_scene_dir: Pat
     trainer = Trainer(cfg, scene, tmp_path / "run", progress=False)
     summary = trainer.run()
     assert summary["weight_average"] == {"decay": 0.95, "every_steps": 2, "updates": 3}
-    raw = [p.detach().clone() for p in trainer.field.parameters()]
-    with trainer.average.applied():
-        averaged = [p.detach().clone() for p in trainer.field.parameters()]
+    raw = [p.detach().clone() for p in trainer.model.field.parameters()]
+    with trainer.model.average.applied():
+        averaged = [p.detach().clone() for p in trainer.model.field.parameters()]
     assert any(not torch.equal(a, b) for a, b in zip(raw, averaged, strict=True))
-    assert all(torch.equal(a, b) for a, b in zip(raw, trainer.field.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(raw, trainer.model.field.parameters(), strict=True))
     # The final PSNR is the averaged weights' (evaluated again with them, it matches; raw ones differ).
-    with trainer.average.applied():
+    with trainer.model.average.applied():
         again = trainer.evaluate(final=True)[0]
     assert again == pytest.approx(summary["final"]["psnr"], abs=1e-3)
     resumed = Trainer(cfg, scene, tmp_path / "run", progress=False)
     resumed.run()  # complete: restores the checkpoint without training
-    assert resumed.average.updates == 3
-    assert all(torch.equal(a, b) for a, b in zip(resumed.average.shadow, trainer.average.shadow, strict=True))
+    assert resumed.model.average.updates == 3
+    shadows = zip(resumed.model.average.shadow, trainer.model.average.shadow, strict=True)
+    assert all(torch.equal(a, b) for a, b in shadows)
     epoch = Trainer(build_config("cpu", TINY, {"eval": {"ema_every": "epoch"}}), scene, tmp_path / "e", progress=False)
-    assert epoch.average.every == len(scene.train)
-    assert Trainer(build_config("cpu", TINY, {"eval": {"ema_decay": 0.0}}), scene, tmp_path / "n").average is None
+    assert epoch.model.average.every == len(scene.train)
+    assert Trainer(build_config("cpu", TINY, {"eval": {"ema_decay": 0.0}}), scene, tmp_path / "n").model.average is None

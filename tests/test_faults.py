@@ -133,7 +133,7 @@ def test_output_files_follow_the_umask(scene: Path, tmp_path: Path, monkeypatch)
 # -- scenes that cannot be benchmarked -----------------------------------------------------------------
 def test_images_too_small_for_ssim_are_rejected_up_front(tmp_path: Path, capsys, monkeypatch) -> None:
     tiny = make_blender_scene(tmp_path / "tiny", seed=0, size=4, n_train=2, n_test=1, n_val=0)
-    from ngp_ohem.train import Trainer
+    from ngp_ohem.run.trainer import Trainer
 
     monkeypatch.setattr(Trainer, "train_step", lambda self: pytest.fail("trained before rejecting"))
     assert cli.main(args_for(tiny, tmp_path / "run")) == 2
@@ -161,7 +161,7 @@ def test_sigterm_says_what_happened(scene: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-c", (
-            "import os, signal, sys; from ngp_ohem import cli; from ngp_ohem.train import Trainer\n"
+            "import os, signal, sys; from ngp_ohem import cli; from ngp_ohem.run.trainer import Trainer\n"
             "step = Trainer.train_step\n"
             "def once(self):\n    step(self)\n    os.kill(os.getpid(), signal.SIGTERM)\n"
             "Trainer.train_step = once\nsys.exit(cli.main(sys.argv[1:]))"

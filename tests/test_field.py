@@ -193,10 +193,12 @@ def test_tcnn_hashgrid_config_matches_spec(grid: HashGridSpec) -> None:
     assert cfg["log2_hashmap_size"] == grid.log2_table_size
     assert cfg["base_resolution"] == grid.base_resolution
     assert cfg["per_level_scale"] == grid.growth
-    # tcnn's level scale is base_resolution * per_level_scale**l - 1: the same grids as ours.
-    for level in range(grid.n_levels):
-        tcnn_scale = cfg["base_resolution"] * cfg["per_level_scale"] ** level - 1.0
-        assert tcnn_scale == pytest.approx(grid.scale(level), rel=1e-12)
+    # tcnn's level scale is base_resolution * per_level_scale**l - 1, so its coarsest level spans
+    # base_resolution - 1 cells and its finest max_resolution - 1: ours must be the same lattice.
+    assert grid.convention == "tcnn"
+    assert grid.scale(0) == pytest.approx(grid.base_resolution - 1.0, rel=1e-12)
+    assert grid.scale(grid.n_levels - 1) == pytest.approx(grid.max_resolution - 1.0, rel=1e-9)
+    assert grid.shift() == 0.5
     top = cfg["base_resolution"] * cfg["per_level_scale"] ** (grid.n_levels - 1)
     assert top == pytest.approx(grid.max_resolution, rel=1e-9)
 

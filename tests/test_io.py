@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ngp_ohem import io
-from ngp_ohem.train import TRACE_COLUMNS
+from ngp_ohem.names import TRACE_COLUMNS
 
 
 def trace_rows(n: int) -> list[dict]:

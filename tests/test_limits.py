@@ -16,7 +16,7 @@ from ngp_ohem.data.procedural import make_mipnerf360_scene
 from ngp_ohem.render.limits import RayLimits
 from ngp_ohem.render.march import march_rays
 from ngp_ohem.render.occupancy import OccupancyGrid
-from ngp_ohem.train import Trainer
+from ngp_ohem.run.trainer import Trainer
 
 TINY = {
     "device": "cpu", "backend": "torch", "threads": 1, "eval": {"ema_decay": 0.0, "subset_views": 1, "final_views": 1},
@@ -73,8 +73,8 @@ def test_360_scene_trains_and_renders_within_its_cameras_ranges(tmp_path: Path) 
     cameras = scene.train.poses[:, :3, 3].numpy()
     assert (lo < cameras.min(0)).all() and (cameras.max(0) < hi).all()  # the content surrounds the ring
     trainer = Trainer(build_config("paper", TINY, {"step_limit": 2}), scene, tmp_path / "run", progress=False)
-    assert trainer.train_limits is not None and trainer.train_limits.near_far is not None
+    assert trainer.model.train_limits is not None and trainer.model.train_limits.near_far is not None
     summary = trainer.run()
     assert summary["steps"] == 2 and math.isfinite(summary["final"]["psnr"])
     llff_like = Trainer(build_config("paper", TINY, {"render": {"camera_near_far": False}}), scene, tmp_path / "x")
-    assert llff_like.train_limits.near_far is None and llff_like.train_limits.box is not None
+    assert llff_like.model.train_limits.near_far is None and llff_like.model.train_limits.box is not None

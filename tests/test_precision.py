@@ -16,7 +16,7 @@ from ngp_ohem.data import load_scene
 from ngp_ohem.field.hashgrid import HashGridSpec
 from ngp_ohem.field.ngp import FieldSpec, NGPField
 from ngp_ohem.precision import AutocastField, Precision, network
-from ngp_ohem.train import Trainer
+from ngp_ohem.run.trainer import Trainer
 
 CPU = torch.device("cpu")
 TINY = {
@@ -90,14 +90,14 @@ def test_trainer_steps_in_fp16_with_a_scaler_as_on_cuda(blender_scene_dir: Path,
     for HSM), and the scaler's state survives a checkpoint."""
     cfg = build_config("paper", TINY, {"method": method, "eval": {"ema_decay": 0.0}})
     trainer = Trainer(cfg, load_scene(blender_scene_dir), tmp_path / "run", progress=False)
-    trainer.precision = Precision("mixed", CPU, dtype=torch.float16)
-    trainer.network = network(trainer.field, trainer.precision)
-    before = [p.detach().clone() for p in trainer.field.parameters()]
+    trainer.model.precision = Precision("mixed", CPU, dtype=torch.float16)
+    trainer.model.network = network(trainer.model.field, trainer.model.precision)
+    before = [p.detach().clone() for p in trainer.model.field.parameters()]
     for _ in range(4):
         trainer.train_step()
-    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.field.parameters(), strict=True))
-    assert trainer.precision.state_dict()["scale"] > 0
-    assert trainer.window.loss > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.field.parameters(), strict=True))
+    assert trainer.model.precision.state_dict()["scale"] > 0
+    assert trainer.trace.window.loss > 0
 
 
 def test_paper_preset_runs_mixed_and_says_so(blender_scene_dir: Path, tmp_path: Path) -> None:

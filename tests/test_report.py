@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ngp_ohem.report import FIGURE_NAMES, TABLE_NAMES, readme
+from ngp_ohem.names import FIGURE_NAMES, TABLE_NAMES, TRACE_COLUMNS
+from ngp_ohem.report import readme
 from ngp_ohem.report.aggregate import RunError, aggregate_runs, flatten, load_run, write_aggregate
 from ngp_ohem.report.figures import render_comparison, render_rows, write_figures
 from ngp_ohem.report.tables import (
@@ -44,7 +45,7 @@ def trace(
     budget: float | None = None,
     **columns: list[float] | float,
 ) -> pd.DataFrame:
-    """A trace in the trainer's format (only the columns the report reads, plus identity)."""
+    """A trace in the trainer's format: every trace column (those the report does not read are 0)."""
     n = len(times)
     frame = pd.DataFrame(
         {
@@ -70,6 +71,7 @@ def trace(
     )
     for key, value in columns.items():
         frame[key] = value
+    frame = frame.reindex(columns=list(TRACE_COLUMNS), fill_value=0)
     frame["budget_s"] = budget if budget is not None else times[-1]
     return frame
 

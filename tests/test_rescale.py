@@ -11,7 +11,7 @@ import torch
 from ngp_ohem.config import build_config
 from ngp_ohem.data import load_scene
 from ngp_ohem.data.rescale import authors_scale, framed_for_run
-from ngp_ohem.train import Trainer
+from ngp_ohem.run.trainer import Trainer
 
 TINY = {
     "device": "cpu", "backend": "torch", "threads": 1,
@@ -46,13 +46,13 @@ def test_other_datasets_keep_their_frame(llff_scene_dir: Path) -> None:
 def test_paper_preset_trains_in_the_authors_frame_with_their_step(blender_scene_dir: Path, tmp_path: Path) -> None:
     scene = load_scene(blender_scene_dir)
     paper = Trainer(build_config("paper", TINY, {"eval": {"ema_decay": 0.0}}), scene, tmp_path / "p", progress=False)
-    assert paper.scene.bound == 1.0 and paper.grid.bound == 1.0
-    assert paper.stepping.dt_min == pytest.approx(2 * math.sqrt(3) / 256)
+    assert paper.scene.bound == 1.0 and paper.model.grid.bound == 1.0
+    assert paper.model.stepping.dt_min == pytest.approx(2 * math.sqrt(3) / 256)
     old = {"frame": {"blender_scale": "file"}, "render": {"min_step": "box"}}  # the files' frame, Instant-NGP's step
     files = Trainer(build_config("cpu", TINY, old), scene, tmp_path / "c", progress=False)
-    assert files.scene.bound == 1.5 and files.stepping.dt_min == pytest.approx(2 * math.sqrt(3) * 1.5 / 256)
+    assert files.scene.bound == 1.5 and files.model.stepping.dt_min == pytest.approx(2 * math.sqrt(3) * 1.5 / 256)
     unit = Trainer(build_config("cpu", TINY, old, {"render": {"min_step": "unit"}}), scene, tmp_path / "u")
-    assert unit.stepping.dt_min == pytest.approx(2 * math.sqrt(3) / 256)
+    assert unit.model.stepping.dt_min == pytest.approx(2 * math.sqrt(3) / 256)
     paper.train_step()
     assert paper.samples_total > 0
 
@@ -60,9 +60,10 @@ def test_paper_preset_trains_in_the_authors_frame_with_their_step(blender_scene_
 def test_paper_preset_marches_llff_through_three_cascades(llff_scene_dir: Path, tmp_path: Path) -> None:
     scene = load_scene(llff_scene_dir)
     trainer = Trainer(build_config("paper", TINY, {"eval": {"ema_decay": 0.0}}), scene, tmp_path / "p", progress=False)
-    assert scene.bound == 4.0 and trainer.grid.cascades == 3 and trainer.grid.cascade_bounds == [1.0, 2.0, 4.0]
+    grid = trainer.model.grid
+    assert scene.bound == 4.0 and grid.cascades == 3 and grid.cascade_bounds == [1.0, 2.0, 4.0]
     for _ in range(2):
         trainer.train_step()
     assert trainer.samples_total > 0
     one = build_config("paper", TINY, {"render": {"grid_cascades": 1}})
-    assert Trainer(one, scene, tmp_path / "c", progress=False).grid.cascades == 1
+    assert Trainer(one, scene, tmp_path / "c", progress=False).model.grid.cascades == 1

@@ -26,12 +26,12 @@ import pytest
 import torch
 
 from ngp_ohem import cli
-from ngp_ohem import train as train_module
 from ngp_ohem.clock import geometric_schedule
 from ngp_ohem.config import build_config
 from ngp_ohem.data import load_scene
 from ngp_ohem.data.procedural import make_blender_scene
-from ngp_ohem.train import Trainer
+from ngp_ohem.run import trainer as trainer_module
+from ngp_ohem.run.trainer import Trainer
 
 BUDGET = 3.0
 N_EVALS = 4
@@ -233,20 +233,17 @@ def test_a_checkpoint_that_fails_half_way_leaves_a_fresh_trainer(scene: Path, tm
     trainer = Trainer(cfg, load_scene(scene), tmp_path / "run", progress=False)
     for _ in range(3):
         trainer.train_step()
-    from ngp_ohem import checkpoint
-
     trainer.out.mkdir(parents=True)
-    trainer.phase_totals = {}
-    checkpoint.save(trainer)
+    trainer.save_checkpoint()
     state = load_checkpoint(trainer.out)
     state["grid"] = {"density": "not a tensor"}
     torch.save(state, trainer.out / "checkpoint.pt")
 
     fresh = Trainer(cfg, load_scene(scene), tmp_path / "run", progress=False)
-    before = {k: v.clone() for k, v in fresh.field.state_dict().items()}
+    before = {k: v.clone() for k, v in fresh.model.field.state_dict().items()}
     with pytest.warns(UserWarning, match="ignoring checkpoint"):
-        assert checkpoint.try_resume(fresh) is False
-    assert all(torch.equal(before[k], v) for k, v in fresh.field.state_dict().items())
+        assert fresh.resume() is False
+    assert all(torch.equal(before[k], v) for k, v in fresh.model.field.state_dict().items())
     assert fresh.step == 0 and fresh.clock.seconds == 0 and not fresh.optimizer.state
     assert (trainer.out / "checkpoint.pt.corrupt").exists() and not (trainer.out / "checkpoint.pt").exists()
 
@@ -267,7 +264,7 @@ def test_sigterm_during_an_evaluation_redoes_it_after_the_restart(scene: Path, t
     def interrupted(self: Trainer, final: bool):
         calls.append(final)
         if len(calls) == 2:  # the second intermediate evaluation
-            self._stop_signal = signal.SIGTERM
+            self.stop.handle(signal.SIGTERM)
         return evaluate(self, final)
 
     with pytest.MonkeyPatch.context() as mp:
@@ -297,7 +294,7 @@ def test_a_crash_after_the_final_checkpoint_adds_no_second_final_row(scene: Path
         raise OSError("killed before summary.json")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train_module, "write_json", crash)
+        mp.setattr(trainer_module, "write_json", crash)
         assert cli.main(args) == 2  # an OSError ends in one line, not a traceback
     assert load_checkpoint(out)["final_recorded"] is True
     assert cli.main(args) == 0

@@ -23,7 +23,8 @@ from ngp_ohem.clock import TrainingClock, geometric_schedule
 from ngp_ohem.config import build_config
 from ngp_ohem.data import load_scene
 from ngp_ohem.data.procedural import make_blender_scene, make_llff_scene
-from ngp_ohem.train import TRACE_COLUMNS, Trainer
+from ngp_ohem.names import TRACE_COLUMNS
+from ngp_ohem.run.trainer import Trainer
 
 # Filled in by hand after measuring (see test_lego_baseline_60s_psnr_floor).
 # Measured: lego baseline, preset cpu, 2 threads on the 2-core machine: 23.3 dB at 56 s of training with
@@ -199,7 +200,7 @@ def fake_trainer(scene_dir: Path, out: Path, monkeypatch: pytest.MonkeyPatch, st
         self.step += 1
         self.samples_total += 100
         self.samples_in_graph += 100
-        w = self.window
+        w = self.trace.window
         w.steps, w.samples, w.hard, w.rays, w.loss = w.steps + 1, w.samples + 100, w.hard + 100, w.rays + 10, 0.5
 
     monkeypatch.setattr(Trainer, "train_step", fake_step)
@@ -258,9 +259,9 @@ def test_ray_count_adapts_to_the_rays_that_fit(small_blender: Path, tmp_path: Pa
     trainer = Trainer(cfg, load_scene(small_blender), tmp_path / "run", progress=False)
     kept = []
     for _ in range(10):
-        before = trainer.window.rays
+        before = trainer.trace.window.rays
         trainer.train_step()
-        kept.append(trainer.window.rays - before)
+        kept.append(trainer.trace.window.rays - before)
     assert trainer.step == 10 and trainer.samples_total > 0
     assert trainer.n_rays <= 4 * max(kept), f"marching {trainer.n_rays:.0f} rays per step to keep {kept[-1]}"
 
@@ -272,7 +273,7 @@ def test_profiled_steps_split_the_whole_step_into_phases(small_blender: Path, tm
     for _ in range(3):
         trainer.train_step()
     elapsed = time.perf_counter() - start
-    phases = trainer.window.phases
+    phases = trainer.trace.window.phases
     expected = {"sample_and_march", "forward_all", "select", "forward_hard", "backward", "optimizer", "grid_update"}
     assert set(phases) == expected and all(v > 0 for v in phases.values())
     # Disjoint spans that cover the step: a phase counted twice or a span left out breaks one bound.
@@ -282,7 +283,7 @@ def test_profiled_steps_split_the_whole_step_into_phases(small_blender: Path, tm
 def test_unprofiled_steps_record_no_phases(small_blender: Path, tmp_path: Path) -> None:
     trainer = Trainer(build_config("cpu", TINY), load_scene(small_blender), tmp_path / "run", progress=False)
     trainer.train_step()
-    assert trainer.window.phases == {}
+    assert trainer.trace.window.phases == {}
 
 
 def test_llff_scene_trains_briefly(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from torch.utils.cpp_extension import load
 
 from ngp_ohem.config import build_config
 from ngp_ohem.field import build_field, native
-from ngp_ohem.train import field_spec
+from ngp_ohem.run.build import field_spec
 
 
 def build(name: str, flags: list[str]):

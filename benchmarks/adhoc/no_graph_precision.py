@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from ngp_ohem.config import build_config
 from ngp_ohem.field import build_field
 from ngp_ohem.field.ngp import spherical_harmonics_deg4
-from ngp_ohem.train import field_spec, prepare_kernels
+from ngp_ohem.run.build import field_spec, prepare_kernels
 
 torch.manual_seed(0)
 field = build_field(field_spec(build_config("cpu", {"device": "cpu"}), 1.5), 1.5, "torch", torch.device("cpu"))

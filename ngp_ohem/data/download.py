@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 
 from ngp_ohem.data.registry import DATASET_DIRS, SCENES
 from ngp_ohem.errors import DatasetError
+from ngp_ohem.names import DATASET_MARKERS
 
 RELEASE_PAGE = "https://drive.google.com/drive/folders/128yBriW1IG_3NJ5Rp7APSTZsJqdJdfc1"
 MIPNERF360_PAGE = "https://jonbarron.info/mipnerf360/"
@@ -66,8 +67,6 @@ ARCHIVES = {
     ),
 }  # fmt: skip
 _ALIASES = {"nerf_synthetic": "blender", "nerf_llff_data": "llff", "360_v2": "mipnerf360"}
-#: A file every complete scene folder has (a scene without it is extracted again).
-MARKER = {"blender": "transforms_train.json", "llff": "poses_bounds.npy", "mipnerf360": "sparse/0/cameras.bin"}
 _LAYOUT = {
     "blender": "<scene>/transforms_train.json, transforms_test.json, train/r_<i>.png, test/r_<i>.png",
     "llff": "<scene>/poses_bounds.npy and <scene>/images_8/*.png (or images_4/, images/)",
@@ -262,7 +261,7 @@ def download_dataset(
             raise DatasetError(f"unknown {dataset} scene '{name}'; known: {', '.join(SCENES[dataset])}")
     root = Path(data_root)
     folder = root / DATASET_DIRS[dataset]
-    todo = [n for n in names if not (folder / n / MARKER[dataset]).is_file()]
+    todo = [n for n in names if not (folder / n / DATASET_MARKERS[dataset]).is_file()]
     if todo:
         zip_path = root / spec.filename
         fresh = not zip_path.is_file()

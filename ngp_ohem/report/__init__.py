@@ -5,13 +5,7 @@
 * :mod:`ngp_ohem.report.figures` — PSNR / memory / b/B against training time, and render comparisons.
 
 No torch import anywhere in this package: the workflow's reporting jobs and their tests stay light.
+The names of methods, datasets, trace columns, tables and figures come from :mod:`ngp_ohem.names`.
 """
 
 from __future__ import annotations
-
-METHOD_ORDER = ("baseline", "hsm")
-DATASET_ORDER = ("blender", "llff", "mipnerf360")
-#: Table files results/tables/<name>.{md,tex,html,csv} (see ngp_ohem.report.tables).
-TABLE_NAMES = ("quality", "speedup", "memory", "hard_fraction")
-#: CSV-derived figures figures/<name>.{png,pdf} (see ngp_ohem.report.figures).
-FIGURE_NAMES = ("psnr_vs_time", "mean_psnr_vs_time", "memory_vs_time", "hard_fraction_vs_time")

@@ -16,10 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-KEY_COLUMNS = ["dataset", "scene", "method", "seed"]
+from ngp_ohem.names import RUN_KEY, TRACE_COLUMNS
 
 RUN_COLUMNS = [
-    *KEY_COLUMNS,
+    *RUN_KEY,
     "budget_s", "train_seconds", "steps", "psnr", "ssim", "samples_total", "samples_in_graph",
     "graph_sample_fraction", "max_graph_bytes", "max_peak_mem_bytes", "max_rss_bytes", "eval_views",
     "n_evals", "device", "backend", "gpu", "cpu", "torch", "torch_threads", "resumed",
@@ -55,6 +55,13 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
     trace = pd.read_csv(trace_path)
     if trace.empty:
         raise RunError(f"{trace_path} has no rows")
+    if tuple(trace.columns) != TRACE_COLUMNS:
+        missing = [c for c in TRACE_COLUMNS if c not in trace.columns]
+        extra = [c for c in trace.columns if c not in TRACE_COLUMNS]
+        raise RunError(
+            f"{trace_path}: columns differ from ngp_ohem.names.TRACE_COLUMNS "
+            f"(missing {missing or 'none'}, unknown {extra or 'none'}, or out of order)"
+        )
     config = summary.get("config", {})
     budget = float(config.get("budget_s", math.nan))
     final = trace.iloc[-1]
@@ -110,13 +117,13 @@ def aggregate_runs(run_dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.Dat
         raise RunError("no runs to aggregate")
     runs = pd.DataFrame(rows)
     extra = sorted(c for c in runs.columns if c not in RUN_COLUMNS)
-    runs = runs[RUN_COLUMNS + extra].sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
-    duplicated = runs.duplicated(KEY_COLUMNS, keep=False)
+    runs = runs[RUN_COLUMNS + extra].sort_values(list(RUN_KEY), kind="stable").reset_index(drop=True)
+    duplicated = runs.duplicated(list(RUN_KEY), keep=False)
     if duplicated.any():
-        dup = runs.loc[duplicated, [*KEY_COLUMNS, "run_dir"]].to_string(index=False)
+        dup = runs.loc[duplicated, [*RUN_KEY, "run_dir"]].to_string(index=False)
         raise RunError(f"more than one run for the same (dataset, scene, method, seed):\n{dup}")
     all_traces = pd.concat(traces, ignore_index=True)
-    all_traces = all_traces.sort_values([*KEY_COLUMNS, "train_seconds"], kind="stable").reset_index(drop=True)
+    all_traces = all_traces.sort_values([*RUN_KEY, "train_seconds"], kind="stable").reset_index(drop=True)
     return runs, all_traces
 
 

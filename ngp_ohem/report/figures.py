@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from ngp_ohem.report import DATASET_ORDER, FIGURE_NAMES
+from ngp_ohem.names import DATASETS, FIGURE_NAMES
 from ngp_ohem.report.tables import (
     MIB,
     iter_runs,
@@ -120,7 +120,7 @@ def mean_psnr_vs_time(traces: pd.DataFrame, stem: str | Path, log_x: bool = True
 
     The curves are read on a geometric grid between the latest first evaluation and the earliest final one
     among the dataset's runs (scenes of a dataset share the budget)."""
-    datasets = [d for d in DATASET_ORDER if d in set(traces["dataset"])]
+    datasets = [d for d in DATASETS if d in set(traces["dataset"])]
     datasets += sorted(set(traces["dataset"]) - set(datasets))
     fig, axes = _grid(len(datasets), max_cols=2)
     for ax, dataset in zip(axes, datasets):
@@ -188,7 +188,7 @@ def hard_fraction_vs_time(
 ) -> list[Path]:
     """One panel per dataset: the mined method's b/B per window, one line per scene (mean over seeds);
     the baseline's b/B = 1 and the mining bounds from the runs' config (if given) as references."""
-    datasets = [d for d in DATASET_ORDER if d in set(traces["dataset"])]
+    datasets = [d for d in DATASETS if d in set(traces["dataset"])]
     datasets += sorted(set(traces["dataset"]) - set(datasets))
     fig, axes = _grid(len(datasets), max_cols=2)
     for ax, dataset in zip(axes, datasets):

@@ -40,17 +40,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ngp_ohem.report import DATASET_ORDER, METHOD_ORDER, TABLE_NAMES
+from ngp_ohem.names import DATASETS, METHODS, RUN_KEY, TABLE_NAMES
 
 DEFAULT_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
-RUN_KEY = ["dataset", "scene", "method", "seed"]
 MIB = float(1 << 20)
 
 
 # -- traces -------------------------------------------------------------------------------------------
 def iter_runs(traces: pd.DataFrame) -> Iterator[tuple[tuple[str, str, str, int], pd.DataFrame]]:
     """(dataset, scene, method, seed), trace rows of that run in recorded order."""
-    for key, frame in traces.groupby(RUN_KEY, sort=True):
+    for key, frame in traces.groupby(list(RUN_KEY), sort=True):
         yield (str(key[0]), str(key[1]), str(key[2]), int(key[3])), frame
 
 
@@ -164,13 +163,13 @@ def scene_order(frame: pd.DataFrame) -> list[tuple[str, str]]:
     """(dataset, scene) pairs: datasets in benchmark order, scenes alphabetical."""
     pairs = frame[["dataset", "scene"]].drop_duplicates()
     out = []
-    for dataset in _order(pairs["dataset"].tolist(), DATASET_ORDER):
+    for dataset in _order(pairs["dataset"].tolist(), DATASETS):
         out.extend((dataset, s) for s in sorted(pairs.loc[pairs["dataset"] == dataset, "scene"]))
     return out
 
 
 def methods_of(frame: pd.DataFrame) -> list[str]:
-    return _order(frame["method"].tolist(), METHOD_ORDER)
+    return _order(frame["method"].tolist(), METHODS)
 
 
 def _mean_std(values: pd.Series) -> tuple[float, float, int]:
@@ -350,7 +349,7 @@ def speedup_table(runs: pd.DataFrame, traces: pd.DataFrame, fast: str = "hsm", r
             if math.isfinite(speedup) else "—",
         })  # fmt: skip
     all_speedups = []
-    for dataset in _order(list(counts), DATASET_ORDER):
+    for dataset in _order(list(counts), DATASETS):
         values = by_dataset.get(dataset, [])
         all_speedups.extend(values)
         geo = float(np.exp(np.mean(np.log(values)))) if values else math.nan
@@ -402,7 +401,7 @@ def memory_table(runs: pd.DataFrame, fast: str = "hsm", reference: str = "baseli
     numeric = pd.DataFrame(rows)
     value_cols = [c for c in numeric.columns if c not in ("dataset", "scene")]
     means = []
-    for dataset in _order(numeric["dataset"].tolist(), DATASET_ORDER):
+    for dataset in _order(numeric["dataset"].tolist(), DATASETS):
         sub = numeric[numeric["dataset"] == dataset]
         means.append({"dataset": dataset, "scene": "mean", **{c: sub[c].mean() for c in value_cols}})
     if numeric["dataset"].nunique() > 1:

@@ -11,19 +11,17 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-import ngp_ohem.report
 from ngp_ohem.config import DEFAULTS, deep_merge
 from ngp_ohem.config import validate as validate_train_config
-from ngp_ohem.data.download import MARKER
-from ngp_ohem.data.registry import DATASET_DIRS, SCENES, resolve
+from ngp_ohem.data.registry import DATASET_DIRS, resolve
 from ngp_ohem.errors import ConfigError, DatasetError
+from ngp_ohem.names import DATASET_MARKERS, DATASETS, FIGURE_FORMATS, FIGURE_NAMES, METHODS, TABLE_FORMATS, TABLE_NAMES
 
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 PROCEDURAL = config["procedural_scenes"]
 DOWNLOAD_ROOT = "resources/data"
-DATASET_ORDER = tuple(SCENES)  # blender, llff, mipnerf360
 # Keys of a run's configuration that the workflow sets itself (from methods, seeds, budgets, device).
 WORKFLOW_KEYS = ("method", "seed", "budget_s", "device", "threads")
 
@@ -41,6 +39,9 @@ def scene_key(token):
 
 def check_config():
     """What the JSON schema cannot say: scene names known, budgets present, overrides valid."""
+    for i, method in enumerate(config["methods"]):
+        if method not in METHODS:
+            raise config_error(f"methods[{i}]", f"'{method}' is not one of the methods ({', '.join(METHODS)})")
     keys = {}
     for i, name in enumerate(config["scenes"]):
         try:
@@ -83,7 +84,7 @@ def check_config():
 def located_dir(root, dataset, name):
     """Folder of a benchmark scene under root, or None when it is not there (complete)."""
     folder = Path(root) / DATASET_DIRS[dataset] / name
-    return str(folder) if (folder / MARKER[dataset]).is_file() else None
+    return str(folder) if (folder / DATASET_MARKERS[dataset]).is_file() else None
 
 
 def download_dir(dataset, name):
@@ -126,7 +127,7 @@ check_config()
 SCENE_DIRS, DOWNLOADS = resolve_scenes()
 RUN_KEYS = list(SCENE_DIRS)  # (dataset, scene) of every scene that runs
 TOKENS = {scene_key(token): token for token in config["scenes"]}  # how the config names each
-DATASETS = [d for d in DATASET_ORDER if any(dataset == d for dataset, _ in RUN_KEYS)]
+RUN_DATASETS = [d for d in DATASETS if any(dataset == d for dataset, _ in RUN_KEYS)]
 RENDER_SEED = min(config["seeds"])
 RUN_PATTERN = "results/runs/{dataset}/{scene}/{method}/seed{seed}"
 
@@ -249,23 +250,21 @@ def use_this_python_environment():
 
 
 use_this_python_environment()
-TABLE_NAMES = ngp_ohem.report.TABLE_NAMES
-FIGURE_NAMES = ngp_ohem.report.FIGURE_NAMES
 
 
 def final_outputs():
     """Everything `snakemake` (rule all) builds."""
     return (
         ["results/runs.csv", "results/traces.csv"]
-        + [f"results/tables/{t}.{ext}" for t in TABLE_NAMES for ext in ("md", "tex", "html", "csv")]
-        + [f"figures/{f}.{ext}" for f in FIGURE_NAMES for ext in ("png", "pdf")]
-        + [f"figures/renders_{d}.{ext}" for d in DATASETS for ext in ("png", "pdf")]
+        + [f"results/tables/{t}.{ext}" for t in TABLE_NAMES for ext in TABLE_FORMATS]
+        + [f"figures/{f}.{ext}" for f in FIGURE_NAMES for ext in FIGURE_FORMATS]
+        + [f"figures/renders_{d}.{ext}" for d in RUN_DATASETS for ext in FIGURE_FORMATS]
     )
 
 
 wildcard_constraints:
-    dataset="|".join(DATASET_ORDER),
-    method="baseline|hsm",
+    dataset="|".join(DATASETS),
+    method="|".join(METHODS),
     scene=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     seed=r"\d+",
     digest=r"[0-9a-f]{10}",

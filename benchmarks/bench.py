@@ -1,11 +1,14 @@
-"""Shared set-ups for the speed/memory regression checks and the pytest-benchmark suites.
+"""Shared set-ups for the speed/memory/quality regression checks and the pytest-benchmark suites.
 
 Everything here builds on a procedural Blender scene, so checks run anywhere without real data,
-and on the real trainer, so they measure exactly the step that training runs.
+and on the real trainer through its public API only (config, ``train_step``, ``state_dict``, the
+trace's window), so they measure exactly the step that training runs. Run from the repository root:
+``python -m benchmarks.bench --phases 16`` or ``--write-reference tests/reference/regression.json``.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -17,7 +20,8 @@ from ngp_ohem.config import build_config
 from ngp_ohem.data import load_scene
 from ngp_ohem.data.procedural import make_blender_scene
 from ngp_ohem.field.hashgrid import HashGridEncoding, HashGridSpec
-from ngp_ohem.train import Trainer
+from ngp_ohem.names import METHODS
+from ngp_ohem.run.trainer import Trainer
 
 
 def procedural_scene_dir(root: Path, seed: int = 0) -> Path:
@@ -73,8 +77,14 @@ def step_trainer(
             "render": {"target_samples": n_samples, "initial_rays": max(64, n_samples // 64)},
         },
     )
-    trainer = Trainer(cfg, load_scene(scene_dir), out or scene_dir.parent / f"run-{method}", progress=False)
-    trainer.phase_totals = {}
+    return Trainer(cfg, load_scene(scene_dir), out or scene_dir.parent / f"run-{method}", progress=False)
+
+
+def advanced_to_step(trainer: Trainer, step: int) -> Trainer:
+    """The trainer as if resumed at ``step`` with its current weights (through its checkpoint state)."""
+    state = trainer.state_dict()
+    state["step"] = step
+    trainer.load_state_dict(state)
     return trainer
 
 
@@ -84,9 +94,7 @@ def steady_state_trainer(scene_dir: Path, method: str, n_samples: int, seed: int
     Only the step counter is advanced (the model is fresh): what is timed is the steady-state mix of
     plain steps and amortised grid updates, not the all-cell warm-up updates of the first steps.
     """
-    trainer = step_trainer(scene_dir, method, n_samples, seed, profile=profile)
-    trainer.step = 16 * 1024
-    return trainer
+    return advanced_to_step(step_trainer(scene_dir, method, n_samples, seed, profile=profile), 16 * 1024)
 
 
 def warm_up(trainer: Trainer, steps: int) -> None:
@@ -111,7 +119,7 @@ def graph_bytes_of_first_step(scene_dir: Path, method: str, n_samples: int, seed
     torch.manual_seed(seed)
     trainer = step_trainer(scene_dir, method, n_samples, seed)
     trainer.train_step()
-    w = trainer.window
+    w = trainer.trace.window
     return w.graph_bytes, w.samples, w.hard
 
 
@@ -122,12 +130,11 @@ def phase_split(scene_dir: Path, n_samples: int, steps: int = 32) -> dict[str, d
     step time no phase claims (Python glue, bookkeeping). Answers "which parts of a mined step cost
     what" for the notes and benchmarks/README.md.
     """
-    from ngp_ohem.train import WindowStats
-
-    trainers = {m: steady_state_trainer(scene_dir, m, n_samples, profile=True) for m in ("baseline", "hsm")}
-    for trainer in trainers.values():
+    trainers = {m: steady_state_trainer(scene_dir, m, n_samples, profile=True) for m in METHODS}
+    warmed = {}
+    for method, trainer in trainers.items():
         warm_up(trainer, 32)
-        trainer.window = WindowStats()
+        warmed[method] = copy.deepcopy(trainer.trace.window)
     totals = {m: 0.0 for m in trainers}
     for _ in range(steps):
         for method, trainer in trainers.items():
@@ -136,10 +143,11 @@ def phase_split(scene_dir: Path, n_samples: int, steps: int = 32) -> dict[str, d
             totals[method] += time.perf_counter() - start
     split = {}
     for method, trainer in trainers.items():
-        ms = {k: 1e3 * v / steps for k, v in trainer.window.phases.items()}
+        window, before = trainer.trace.window, warmed[method]
+        ms = {k: 1e3 * (v - before.phases.get(k, 0.0)) / steps for k, v in window.phases.items()}
         ms["other"] = 1e3 * totals[method] / steps - sum(ms.values())
         ms["total"] = 1e3 * totals[method] / steps
-        ms["hard_fraction"] = trainer.window.hard / max(trainer.window.samples, 1)
+        ms["hard_fraction"] = (window.hard - before.hard) / max(window.samples - before.samples, 1)
         split[method] = ms
     return split
 
@@ -183,7 +191,7 @@ class Yardstick:
         h.square().mean().backward()
 
 
-YARDSTICK_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "baseline" / "yardstick.json"
+YARDSTICK_FILE = Path(__file__).resolve().parent / "baseline" / "yardstick.json"
 YARDSTICK_MARGIN = 1.5  # a cost may grow by this factor before the check fails (doing work twice: 2x)
 YARDSTICK_ROUNDS = 12
 
@@ -251,18 +259,19 @@ QUALITY_STEPS = 150
 
 def mined_to_baseline_time_ratio(scene_dir: Path, n_samples: int = REGRESSION_SAMPLES) -> float:
     """Median mined step time over median baseline step time, interleaved in one process."""
-    trainers = {m: steady_state_trainer(scene_dir, m, n_samples) for m in ("baseline", "hsm")}
+    trainers = {m: steady_state_trainer(scene_dir, m, n_samples) for m in METHODS}
     for t in trainers.values():
         warm_up(t, 32)
     medians = interleaved_medians({m: t.train_step for m, t in trainers.items()}, SPEED_ROUNDS)
     return medians["hsm"] / medians["baseline"]
 
 
-def quality_psnr(scene_dir: Path, out: Path) -> float:
-    """Final PSNR of a fixed-step baseline run (deterministic on CPU for a fixed thread count)."""
+def quality_psnr(scene_dir: Path, out: Path, method: str = "baseline") -> float:
+    """Final PSNR of a fixed-step run of ``method`` (deterministic on CPU for a fixed thread count)."""
     cfg = build_config(
         "cpu",
         {
+            "method": method,
             "device": "cpu",
             "budget_s": 1e9,
             "step_limit": QUALITY_STEPS,
@@ -277,7 +286,7 @@ def quality_psnr(scene_dir: Path, out: Path) -> float:
 def measure_reference(work: Path) -> dict:
     scene = procedural_scene_dir(work)
     ref: dict = {"samples": REGRESSION_SAMPLES}
-    for method in ("baseline", "hsm"):
+    for method in METHODS:
         gb, n, b = graph_bytes_of_first_step(scene, method, REGRESSION_SAMPLES)
         ref[method] = {"graph_bytes": gb, "samples": n, "hard_samples": b}
     ref["graph_bytes_ratio"] = ref["hsm"]["graph_bytes"] / ref["baseline"]["graph_bytes"]
@@ -285,7 +294,7 @@ def measure_reference(work: Path) -> dict:
     ref["measured_time_ratio"] = ratio
     ref["time_ratio_bound"] = round(ratio * SPEED_MARGIN, 3)
     ref["quality_steps"] = QUALITY_STEPS
-    ref["quality_psnr"] = quality_psnr(scene, work / "quality-run")
+    ref["quality_psnr"] = {m: quality_psnr(scene, work / f"quality-{m}", m) for m in METHODS}
     return ref
 
 
