@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-PRECISIONS = ("fp32", "mixed")
+from ngp_ohem.config import PRECISIONS
 
 
 class Precision:

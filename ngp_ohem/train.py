@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from ngp_ohem import checkpoint as ckpt
-from ngp_ohem import protocol, recipe
+from ngp_ohem import protocol, recipe, strategies
 from ngp_ohem.clock import (
     CONTENTION_THRESHOLD,
     ContentionMeter,
@@ -51,7 +51,7 @@ from ngp_ohem.field.ngp import FieldSpec, activate
 from ngp_ohem.io import FolderLock, lock_run_folder, save_png, write_csv, write_json
 from ngp_ohem.memory import CudaPeakMeter, peak_rss_bytes
 from ngp_ohem.metrics import lpips_unavailable_reason, psnr, ssim
-from ngp_ohem.mining import FullBatch, HardSampleMining, StepResult, Strategy
+from ngp_ohem.mining import StepResult, Strategy
 from ngp_ohem.precision import Precision, network
 from ngp_ohem.provenance import environment_info
 from ngp_ohem.rays import RaySampler, image_rays
@@ -98,17 +98,9 @@ def field_spec(cfg: RunConfig, bound: float) -> FieldSpec:
 
 
 def build_strategy(cfg: RunConfig, generator: torch.Generator) -> Strategy:
-    if cfg.method == "baseline":
-        return FullBatch(profile=cfg.profile)
-    m = cfg.mining
-    return HardSampleMining(
-        min_fraction=m["min_fraction"],
-        max_fraction=m["max_fraction"],
-        tau_decay=m["tau_decay"],
-        unbiased=m["unbiased"],
-        generator=generator,
-        profile=cfg.profile,
-    )
+    """The run's arm, from the strategy registry (ngp_ohem/strategies; issue 15)."""
+    entry = strategies.get(cfg.method)
+    return entry.load().from_settings(entry.settings_of(cfg.raw), generator=generator, profile=cfg.profile)
 
 
 class Preempted(Exception):
@@ -234,7 +226,8 @@ class Trainer:
             group["lr"] = self.learning_rate()
         phases = PhaseClock(self.cfg.profile, self.device)  # the shared parts; strategies time their own
         n_rays = int(self.n_rays)
-        origins, dirs, pixels, cameras = self.sampler.sample(n_rays)
+        # Hook (issue 15): pixel-level strategies choose the pixels; None keeps the uniform draw.
+        origins, dirs, pixels, cameras = self.sampler.sample(n_rays, self.strategy.draw_pixels)
         jitter = torch.rand(n_rays, device=self.device, generator=self.generator)
         limits = None if self.train_limits is None else self.train_limits.for_rays(origins, dirs, cameras)
         samples = march_rays(
