@@ -9,7 +9,7 @@ No torch import anywhere in this package: the workflow's reporting jobs and thei
 
 from __future__ import annotations
 
-METHOD_ORDER = ("baseline", "hsm")
+# The methods, their order, labels and colours: the strategy registry (ngp_ohem.strategies.names()).
 DATASET_ORDER = ("blender", "llff", "mipnerf360")
 #: Table files results/tables/<name>.{md,tex,html,csv} (see ngp_ohem.report.tables).
 TABLE_NAMES = ("quality", "speedup", "memory", "hard_fraction")

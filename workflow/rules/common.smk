@@ -12,6 +12,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import ngp_ohem.report
+from ngp_ohem import strategies
 from ngp_ohem.config import DEFAULTS, deep_merge
 from ngp_ohem.config import validate as validate_train_config
 from ngp_ohem.data.download import MARKER
@@ -40,7 +41,13 @@ def scene_key(token):
 
 
 def check_config():
-    """What the JSON schema cannot say: scene names known, budgets present, overrides valid."""
+    """What the JSON schema cannot say: scene names known, methods registered, budgets present, overrides valid."""
+    for i, method in enumerate(config["methods"]):
+        if method not in strategies.names():
+            raise config_error(
+                f"methods[{i}]",
+                f"'{method}' is not one of the registered methods ({', '.join(strategies.names())}; ngp_ohem/strategies)",
+            )
     keys = {}
     for i, name in enumerate(config["scenes"]):
         try:
@@ -265,7 +272,7 @@ def final_outputs():
 
 wildcard_constraints:
     dataset="|".join(DATASET_ORDER),
-    method="baseline|hsm",
+    method=regex_alternatives(strategies.names()),
     scene=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     seed=r"\d+",
     digest=r"[0-9a-f]{10}",
