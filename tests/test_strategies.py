@@ -152,6 +152,20 @@ def test_error_map_update_is_the_running_mean_of_torch_ngp() -> None:
 
 
 # -- soft mining ----------------------------------------------------------------------------------------------
+def sobel_reference(image: torch.Tensor) -> torch.Tensor:
+    """Sobel magnitude of one (H, W, 3) image written out (their compute_sobel_edge: grey, zero padding)."""
+    grey = 0.2989 * image[..., 0] + 0.5870 * image[..., 1] + 0.1140 * image[..., 2]
+    g = torch.nn.functional.pad(grey, (1, 1, 1, 1))
+    h, w = grey.shape
+
+    def at(dy: int, dx: int) -> torch.Tensor:
+        return g[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+
+    gx = at(-1, 1) + 2 * at(0, 1) + at(1, 1) - at(-1, -1) - 2 * at(0, -1) - at(1, -1)
+    gy = at(1, -1) + 2 * at(1, 0) + at(1, 1) - at(-1, -1) - 2 * at(-1, 0) - at(-1, 1)
+    return (gx**2 + gy**2).sqrt()
+
+
 def test_edge_restarts_follow_the_sobel_magnitude() -> None:
     images = torch.rand(1, 8, 8, 3, generator=torch.Generator().manual_seed(5))
     sampler = EdgeSampler(images)
@@ -159,7 +173,8 @@ def test_edge_restarts_follow_the_sobel_magnitude() -> None:
     pos = sampler.draw(torch.zeros(n, dtype=torch.long), torch.Generator().manual_seed(6))
     rows, cols = (pos[:, 0] * 7).round().long(), (pos[:, 1] * 7).round().long()
     counts = torch.bincount(rows * 8 + cols, minlength=64).double()
-    edges = sobel_edges(images)[0].reshape(-1).double()
+    edges = sobel_reference(images[0]).reshape(-1).double()
+    torch.testing.assert_close(sobel_edges(images)[0].reshape(-1).double(), edges, rtol=1e-5, atol=1e-6)
     assert chi_square(counts, edges / edges.sum() * n) < CHI2_P001[63]
 
 

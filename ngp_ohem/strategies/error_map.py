@@ -41,8 +41,9 @@ class ErrorMap:
 
     def probabilities(self) -> torch.Tensor:
         """(n_images, cells): P(image) = 1 / n_images times P(cell | image) proportional to its value."""
-        per_image = self.values / self.values.sum(dim=1, keepdim=True)
-        return per_image / self.values.shape[0]
+        values = self.values.clamp(min=torch.finfo(self.values.dtype).tiny)  # an all-zero image: uniform
+        per_image = values / values.sum(dim=1, keepdim=True)
+        return per_image / values.shape[0]
 
     def draw(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Flat pixel indices (n,) and the flat (image, cell) index (n,) each came from."""
