@@ -392,8 +392,8 @@ def speedup_table(
         f"Training time each arm needs to reach {reference}'s final PSNR (mean over seeds), by linear "
         f"interpolation on the arm's mean trace; speed-up = {reference}'s mean training time / that time. "
         "'≤' marks a target already met at the first evaluation (the time is an upper bound). "
-        "Geometric means over the scenes where the target was reached; 'ranking' rows order the arms by it (#1 "
-        "fastest)."
+        "Geometric means over the scenes where the target was reached; 'ranking' rows order the arms by the "
+        "scenes reached, then by that mean (#1 fastest)."
     )
     table = _merge_arms(tables, renames, "speedup", f"Speed-up of each arm to {reference}'s final PSNR", note)
     return _with_speedup_ranking(table, arms)
@@ -406,7 +406,10 @@ def _with_speedup_ranking(table: Table, arms: list[str]) -> Table:
         numeric.append(num.to_dict())
         display.append(shown.to_dict())
         if num["scene"] == "geometric mean":
-            order = ranks({arm: float(num[f"{arm}_speedup"]) for arm in arms})
+            # More scenes reached first, then the larger geometric mean (over different scenes otherwise).
+            key = {arm: (int(str(num[f"{arm}_status"]).split("/")[0]), float(num[f"{arm}_speedup"])) for arm in arms}
+            ranked = sorted((a for a in arms if key[a][0] > 0), key=lambda a: (-key[a][0], -key[a][1]))
+            order = {arm: k + 1 for k, arm in enumerate(ranked)}
             numeric.append({"dataset": num["dataset"], "scene": RANK, **{f"{a}_rank": k for a, k in order.items()}})
             display.append({"dataset": shown["dataset"], "scene": RANK,
                             **{f"{a} speed-up": f"#{k}" for a, k in order.items()}})  # fmt: skip
