@@ -5,6 +5,7 @@
 #   snakemake --cores all --configfile config/ci.yaml       # quicker variant for CI
 #   snakemake --configfile config/paper.yaml                # 16 scenes x 2 methods x 3 seeds on a GPU
 #   snakemake --configfile config/cpu.yaml --config data_root=../shared/data
+#   snakemake --configfile config/arena.yaml --config data_root=../shared/data  # every arm of ngp_ohem/strategies
 #   snakemake tables | figures                              # re-derive from results/*.csv only
 #   snakemake --report report.html                          # (same --configfile as the run)
 #

@@ -20,7 +20,7 @@ from ngp_ohem.config import build_config
 from ngp_ohem.data import load_scene
 from ngp_ohem.data.procedural import make_blender_scene
 from ngp_ohem.field.hashgrid import HashGridEncoding, HashGridSpec
-from ngp_ohem.names import METHODS
+from ngp_ohem.names import PAPER_METHODS
 from ngp_ohem.run.trainer import Trainer
 
 
@@ -130,7 +130,7 @@ def phase_split(scene_dir: Path, n_samples: int, steps: int = 32) -> dict[str, d
     step time no phase claims (Python glue, bookkeeping). Answers "which parts of a mined step cost
     what" for the notes and benchmarks/README.md.
     """
-    trainers = {m: steady_state_trainer(scene_dir, m, n_samples, profile=True) for m in METHODS}
+    trainers = {m: steady_state_trainer(scene_dir, m, n_samples, profile=True) for m in PAPER_METHODS}
     warmed = {}
     for method, trainer in trainers.items():
         warm_up(trainer, 32)
@@ -259,7 +259,7 @@ QUALITY_STEPS = 150
 
 def mined_to_baseline_time_ratio(scene_dir: Path, n_samples: int = REGRESSION_SAMPLES) -> float:
     """Median mined step time over median baseline step time, interleaved in one process."""
-    trainers = {m: steady_state_trainer(scene_dir, m, n_samples) for m in METHODS}
+    trainers = {m: steady_state_trainer(scene_dir, m, n_samples) for m in PAPER_METHODS}
     for t in trainers.values():
         warm_up(t, 32)
     medians = interleaved_medians({m: t.train_step for m, t in trainers.items()}, SPEED_ROUNDS)
@@ -286,7 +286,7 @@ def quality_psnr(scene_dir: Path, out: Path, method: str = "baseline") -> float:
 def measure_reference(work: Path) -> dict:
     scene = procedural_scene_dir(work)
     ref: dict = {"samples": REGRESSION_SAMPLES}
-    for method in METHODS:
+    for method in PAPER_METHODS:
         gb, n, b = graph_bytes_of_first_step(scene, method, REGRESSION_SAMPLES)
         ref[method] = {"graph_bytes": gb, "samples": n, "hard_samples": b}
     ref["graph_bytes_ratio"] = ref["hsm"]["graph_bytes"] / ref["baseline"]["graph_bytes"]
@@ -294,7 +294,7 @@ def measure_reference(work: Path) -> dict:
     ref["measured_time_ratio"] = ratio
     ref["time_ratio_bound"] = round(ratio * SPEED_MARGIN, 3)
     ref["quality_steps"] = QUALITY_STEPS
-    ref["quality_psnr"] = {m: quality_psnr(scene, work / f"quality-{m}", m) for m in METHODS}
+    ref["quality_psnr"] = {m: quality_psnr(scene, work / f"quality-{m}", m) for m in PAPER_METHODS}
     return ref
 
 

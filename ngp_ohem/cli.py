@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from ngp_ohem import strategies
 from ngp_ohem.errors import ConfigError, NgpOhemError
 
 EPILOG = """examples:
@@ -31,15 +32,19 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train one run under a wall-clock budget",
-        description="Train Instant-NGP (baseline) or Instant-NGP with online hard sample mining (hsm) on one "
-        "scene for a budget of training seconds (evaluation excluded). Writes OUT/trace.csv, OUT/summary.json "
-        "and OUT/checkpoint.pt; re-running on the same OUT resumes an interrupted run and skips a finished one.",
+        description="Train Instant-NGP with one training strategy (baseline, online hard sample mining hsm, or "
+        "another arm of ngp_ohem/strategies) on one scene for a budget of training seconds (evaluation "
+        "excluded). Writes OUT/trace.csv, OUT/summary.json and OUT/checkpoint.pt; re-running on the same OUT "
+        "resumes an interrupted run and skips a finished one.",
     )
     p.add_argument(
         "--data", required=True,
         help="scene folder in Blender (transforms_*.json), LLFF or Mip-NeRF 360 (sparse/0/ + images_<k>/) format",
     )  # fmt: skip
-    p.add_argument("--method", default="baseline", help="baseline | hsm")
+    p.add_argument(
+        "--method", default="baseline", metavar="METHOD",
+        help=f"training strategy, one of {' | '.join(strategies.names())} (ngp_ohem/strategies)",
+    )  # fmt: skip
     p.add_argument("--budget", type=float, help="training seconds (default 60)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--out", required=True, help="output folder of this run")

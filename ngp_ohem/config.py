@@ -17,8 +17,9 @@ from typing import Any
 
 import jsonschema
 
+from ngp_ohem import strategies
 from ngp_ohem.errors import ConfigError
-from ngp_ohem.names import METHODS, PRECISIONS
+from ngp_ohem.names import PRECISIONS
 
 _SCIENTIFIC = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+")
 _POS_INT = {"type": "integer", "minimum": 1}
@@ -30,90 +31,89 @@ def _section(props: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "additionalProperties": False, "properties": props}
 
 
-SCHEMA: dict[str, Any] = _section(
-    {
-        "method": {"enum": list(METHODS)},
-        "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
-        "budget_s": _POS_NUM,
-        "device": {"enum": ["auto", "cpu", "cuda"]},
-        "backend": {"enum": ["auto", "torch", "tcnn"]},
-        "threads": {"type": "integer", "minimum": 0},
-        "downscale": _POS_INT,
-        "bound": {"anyOf": [{"const": "auto"}, _POS_NUM]},
-        "profile": {"type": "boolean"},
-        "precision": {"enum": list(PRECISIONS)},
-        "field": _section(
-            {
-                "n_levels": _POS_INT,
-                "n_features": _POS_INT,
-                "log2_table_size": {"type": "integer", "minimum": 8, "maximum": 24},
-                "base_resolution": _POS_INT,
-                "max_resolution_per_bound": _POS_NUM,
-                "hidden": _POS_INT,
-                "geo_features": _POS_INT,
-                "density_layers": _POS_INT,
-                "color_layers": _POS_INT,
-                "color_hidden": {"type": "integer", "minimum": 0},
-                "grid_convention": {"enum": ["tcnn", "gridencoder"]},
-            }
-        ),
-        "render": _section(
-            {
-                "grid_resolution": {"type": "integer", "minimum": 8, "maximum": 512},
-                "max_steps": _POS_INT,
-                "target_samples": _POS_INT,
-                "initial_rays": _POS_INT,
-                "min_rays": _POS_INT,
-                "max_rays": _POS_INT,
-                "grid_warmup_steps": {"type": "integer", "minimum": 0},
-                "grid_update_every": _POS_INT,
-                "grid_ramp": {"type": "boolean"},
-                "grid_cascades": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 16}, {"const": "auto"}]},
-                "grid_max_density": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"const": "optical"}]},
-                "llff_cone_angle": {"type": "number", "minimum": 0, "maximum": 1},
-                "train_background": {"enum": ["auto", "random", "white"]},
-                "t_threshold": _FRACTION,
-                "cone_angle": {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"const": "auto"}]},
-                "min_step": {"enum": ["unit", "box"]},
-                "camera_near_far": {"anyOf": [{"type": "boolean"}, {"const": "auto"}]},
-            }
-        ),
-        "frame": _section(
-            {
-                "blender_scale": {"anyOf": [_POS_NUM, {"enum": ["file", "authors"]}]},
-            }
-        ),
-        "optim": _section(
-            {"lr": _POS_NUM, "eps": _POS_NUM, "beta1": _FRACTION, "beta2": _FRACTION, "lr_final_factor": _FRACTION}
-        ),
-        "mining": _section(
-            {
-                "min_fraction": _FRACTION,
-                "max_fraction": _FRACTION,
-                "tau_decay": _FRACTION,
-                "unbiased": {"type": "boolean"},
-            }
-        ),
-        "eval": _section(
-            {
-                "n_evals": _POS_INT,
-                "first_fraction": _FRACTION,
-                "subset_views": _POS_INT,
-                "final_views": {"type": "integer", "minimum": 0},
-                "chunk_rays": _POS_INT,
-                "ema_decay": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
-                "ema_every": {"anyOf": [_POS_INT, {"const": "epoch"}]},
-            }
-        ),
-        "checkpoint_every_s": _POS_NUM,
-        "step_limit": {"type": "integer", "minimum": 0},
-        "strict_clock": {"type": "boolean"},
-        "adaptive_threads": {"type": "boolean"},
-        "preset": {"type": "string"},  # set by build_config: the preset the run started from
-    }
-)
+def schema() -> dict[str, Any]:
+    """The run-config schema; ``method`` and the strategies' sections come from the registry
+    (ngp_ohem/strategies), so an arm registered later (e.g. by a test) is part of it."""
+    return _section({**_SCHEMA_CORE, "method": {"enum": list(strategies.names())}, **_strategy_schemas()})
 
-DEFAULTS: dict[str, Any] = {
+
+def _strategy_schemas() -> dict[str, Any]:
+    return {name: strategies.section_schema(cls) for name, cls in strategies.sections().items()}
+
+
+_SCHEMA_CORE: dict[str, Any] = {
+    "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+    "budget_s": _POS_NUM,
+    "device": {"enum": ["auto", "cpu", "cuda"]},
+    "backend": {"enum": ["auto", "torch", "tcnn"]},
+    "threads": {"type": "integer", "minimum": 0},
+    "downscale": _POS_INT,
+    "bound": {"anyOf": [{"const": "auto"}, _POS_NUM]},
+    "profile": {"type": "boolean"},
+    "precision": {"enum": list(PRECISIONS)},
+    "field": _section(
+        {
+            "n_levels": _POS_INT,
+            "n_features": _POS_INT,
+            "log2_table_size": {"type": "integer", "minimum": 8, "maximum": 24},
+            "base_resolution": _POS_INT,
+            "max_resolution_per_bound": _POS_NUM,
+            "hidden": _POS_INT,
+            "geo_features": _POS_INT,
+            "density_layers": _POS_INT,
+            "color_layers": _POS_INT,
+            "color_hidden": {"type": "integer", "minimum": 0},
+            "grid_convention": {"enum": ["tcnn", "gridencoder"]},
+        }
+    ),
+    "render": _section(
+        {
+            "grid_resolution": {"type": "integer", "minimum": 8, "maximum": 512},
+            "max_steps": _POS_INT,
+            "target_samples": _POS_INT,
+            "initial_rays": _POS_INT,
+            "min_rays": _POS_INT,
+            "max_rays": _POS_INT,
+            "grid_warmup_steps": {"type": "integer", "minimum": 0},
+            "grid_update_every": _POS_INT,
+            "grid_ramp": {"type": "boolean"},
+            "grid_cascades": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 16}, {"const": "auto"}]},
+            "grid_max_density": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"const": "optical"}]},
+            "llff_cone_angle": {"type": "number", "minimum": 0, "maximum": 1},
+            "train_background": {"enum": ["auto", "random", "white"]},
+            "t_threshold": _FRACTION,
+            "cone_angle": {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"const": "auto"}]},
+            "min_step": {"enum": ["unit", "box"]},
+            "camera_near_far": {"anyOf": [{"type": "boolean"}, {"const": "auto"}]},
+        }
+    ),
+    "frame": _section(
+        {
+            "blender_scale": {"anyOf": [_POS_NUM, {"enum": ["file", "authors"]}]},
+        }
+    ),
+    "optim": _section(
+        {"lr": _POS_NUM, "eps": _POS_NUM, "beta1": _FRACTION, "beta2": _FRACTION, "lr_final_factor": _FRACTION}
+    ),
+    "eval": _section(
+        {
+            "n_evals": _POS_INT,
+            "first_fraction": _FRACTION,
+            "subset_views": _POS_INT,
+            "final_views": {"type": "integer", "minimum": 0},
+            "chunk_rays": _POS_INT,
+            "ema_decay": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+            "ema_every": {"anyOf": [_POS_INT, {"const": "epoch"}]},
+        }
+    ),
+    "checkpoint_every_s": _POS_NUM,
+    "step_limit": {"type": "integer", "minimum": 0},
+    "strict_clock": {"type": "boolean"},
+    "adaptive_threads": {"type": "boolean"},
+    "preset": {"type": "string"},  # set by build_config: the preset the run started from
+}
+
+_DEFAULTS_CORE: dict[str, Any] = {
     "method": "baseline",
     "seed": 0,
     "budget_s": 60.0,
@@ -164,7 +164,6 @@ DEFAULTS: dict[str, Any] = {
     # [-1, 1]^3; "file": as loaded (bound 1.5, unscaled). See data/rescale.py.
     "frame": {"blender_scale": "authors"},
     "optim": {"lr": 4e-3, "eps": 1e-15, "beta1": 0.9, "beta2": 0.999, "lr_final_factor": 1.0},
-    "mining": {"min_fraction": 0.05, "max_fraction": 0.5, "tau_decay": 0.99, "unbiased": False},
     "eval": {
         "n_evals": 8,
         "first_fraction": 1 / 64,
@@ -181,6 +180,16 @@ DEFAULTS: dict[str, Any] = {
     "strict_clock": False,  # fail (and discard) a run whose clock other processes shared (see clock.py)
     "adaptive_threads": True,  # run on the free cores while other processes hold some (see threads.py)
 }
+
+
+def defaults() -> dict[str, Any]:
+    """Every key's default: the core's, then each registered strategy's section (its dataclass defaults)."""
+    sections = {name: strategies.section_defaults(cls) for name, cls in strategies.sections().items()}
+    return {**copy.deepcopy(_DEFAULTS_CORE), **sections}
+
+
+#: The defaults of the built-in arms (``defaults()`` also covers arms registered later).
+DEFAULTS: dict[str, Any] = defaults()
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
@@ -245,11 +254,11 @@ def _non_finite(config: dict[str, Any], prefix: str = "") -> str | None:
 
 
 def validate(config: dict[str, Any]) -> None:
-    """Raise ConfigError naming the offending key when ``config`` does not match :data:`SCHEMA`."""
+    """Raise ConfigError naming the offending key when ``config`` does not match :func:`schema`."""
     bad = _non_finite(config)
     if bad:
         raise ConfigError(f"invalid config value at '{bad}': must be a finite number")
-    validator = jsonschema.Draft202012Validator(SCHEMA)
+    validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
@@ -259,12 +268,7 @@ def validate(config: dict[str, Any]) -> None:
 
 def check_consistent(config: dict[str, Any]) -> None:
     """Rules across keys, judged on the merged configuration (an override may set both keys in turn)."""
-    mining = config.get("mining", {})
-    if mining.get("min_fraction", 0) > mining.get("max_fraction", 1):
-        raise ConfigError(
-            f"invalid config value at 'mining.min_fraction': {mining['min_fraction']} is above "
-            f"mining.max_fraction {mining['max_fraction']}"
-        )
+    strategies.check_settings(config)
 
 
 @dataclass(frozen=True)
@@ -284,11 +288,13 @@ def build_config(preset: str, *overrides: dict[str, Any]) -> RunConfig:
     """Defaults, then a preset, then each override in turn; validated."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
-    merged = deep_merge(DEFAULTS, PRESETS[preset])
+    base = defaults()
+    merged = deep_merge(base, PRESETS[preset])
     for override in overrides:
-        validate(deep_merge(DEFAULTS, override))
+        validate(deep_merge(base, override))
         merged = deep_merge(merged, override)
     merged["preset"] = preset
     validate(merged)
+    merged = strategies.apply_implied(merged, overrides)  # e.g. hsm_unbiased: mining.unbiased true
     check_consistent(merged)
     return RunConfig(merged)

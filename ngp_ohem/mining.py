@@ -15,6 +15,10 @@ where tau = sqrt(B * sum g^2) is the variance-reduction factor of importance sam
 
 The loss is the mean over rays of the per-pixel MSE (mean over channels) in both strategies, so with
 the hard set forced to all samples the parameter gradients equal the baseline's exactly.
+
+Both are arms of the strategy registry (ngp_ohem/strategies: baseline, hsm, and hsm_unbiased, which is
+``HardSampleMining`` with ``mining.unbiased`` fixed true). Pixel-level arms (soft mining, error map)
+live in ngp_ohem/strategies/ and also choose the training pixels through ``draw_pixels``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
@@ -33,6 +37,10 @@ from ngp_ohem.memory import GraphBytesMeter
 from ngp_ohem.precision import first_pass
 from ngp_ohem.render.composite import composite
 from ngp_ohem.render.march import PackedSamples
+
+if TYPE_CHECKING:
+    from ngp_ohem.rays import RaySampler
+    from ngp_ohem.strategies import MiningSettings
 
 
 @dataclass
@@ -111,10 +119,14 @@ def top_indices(key: torch.Tensor, b: int) -> torch.Tensor:
 
 # What ``backward`` is called on: the loss (or the outputs) times the mixed-precision loss scale.
 LossScale = Callable[[torch.Tensor], torch.Tensor]
+# Hook (issue 15): a pixel-level strategy's choice of training pixels, flat indices (n,) into
+# (image, row, column) of the sampler's images; None draws uniformly (RaySampler.sample, as before).
+PixelDraw = Callable[["RaySampler", int], torch.Tensor]
 
 
 class Strategy(Protocol):
     name: str
+    draw_pixels: PixelDraw | None
 
     def backward(
         self,
@@ -134,9 +146,14 @@ class FullBatch:
     """The baseline: every sample enters the autograd graph."""
 
     name = "baseline"
+    draw_pixels = None
 
     def __init__(self, profile: bool = False) -> None:
         self.profile = profile
+
+    @classmethod
+    def from_settings(cls, settings: None, generator: torch.Generator, profile: bool = False) -> FullBatch:
+        return cls(profile=profile)
 
     def backward(self, field, samples, target, background, loss_scale: LossScale = unscaled) -> StepResult:
         clock = PhaseClock(self.profile, target.device)
@@ -166,6 +183,7 @@ class HardSampleMining:
     """The paper's two-forward, one-backward step (see the module docstring)."""
 
     name = "hsm"
+    draw_pixels = None
 
     def __init__(
         self,
@@ -182,6 +200,13 @@ class HardSampleMining:
         self.generator = generator
         self.profile = profile
         self.tau_ema = 1.0
+
+    @classmethod
+    def from_settings(
+        cls, settings: MiningSettings, generator: torch.Generator, profile: bool = False
+    ) -> HardSampleMining:
+        s = settings
+        return cls(s.min_fraction, s.max_fraction, s.tau_decay, s.unbiased, generator=generator, profile=profile)
 
     # -- selection ------------------------------------------------------------------------------
     def update_batch_size(self, n: int, sum_g2: float) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ngp_ohem.data.scene import Intrinsics, Split
@@ -30,7 +32,8 @@ def pixel_rays(
 
 
 class RaySampler:
-    """Draws random training pixels uniformly over all pixels of all training images."""
+    """Draws random training pixels: uniformly over all pixels of all training images, or where a
+    pixel-level strategy says (``draw``, see ngp_ohem/strategies)."""
 
     def __init__(self, split: Split, device: torch.device, generator: torch.Generator) -> None:
         self.split = split
@@ -41,9 +44,15 @@ class RaySampler:
         self.n_pixels = n * h * w
         self.width, self.height = w, h
 
-    def sample(self, n_rays: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Origins, directions, pixel values (RGB or RGBA) and image indices of ``n_rays`` random pixels."""
-        flat = torch.randint(0, self.n_pixels, (n_rays,), device=self.images.device, generator=self.generator)
+    def sample(
+        self, n_rays: int, draw: Callable[[RaySampler, int], torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Origins, directions, pixel values (RGB or RGBA) and image indices of ``n_rays`` random pixels;
+        ``draw(self, n_rays)``: flat pixel indices chosen by a strategy (hook of issue 15)."""
+        if draw is not None:
+            flat = draw(self, n_rays)
+        else:
+            flat = torch.randint(0, self.n_pixels, (n_rays,), device=self.images.device, generator=self.generator)
         img = flat // (self.width * self.height)
         rem = flat % (self.width * self.height)
         py, px = rem // self.width, rem % self.width

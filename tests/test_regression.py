@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import bench
-from ngp_ohem.names import METHODS
+from ngp_ohem.names import PAPER_METHODS
 
 REFERENCE = json.loads((Path(__file__).parent / "reference" / "regression.json").read_text())
 MEMORY_TOLERANCE = 0.01  # graph bytes are exact; 1% leaves room for harmless bookkeeping tensors
@@ -25,7 +25,7 @@ def scene_dir(tmp_path_factory) -> Path:
     return bench.procedural_scene_dir(tmp_path_factory.mktemp("regression"))
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", PAPER_METHODS)
 def test_graph_bytes_do_not_grow(scene_dir, method):
     graph_bytes, samples, _hard = bench.graph_bytes_of_first_step(scene_dir, method, REFERENCE["samples"])
     ref = REFERENCE[method]
@@ -48,7 +48,7 @@ def test_mined_to_baseline_step_time_ratio(scene_dir):
     )
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", PAPER_METHODS)
 def test_fixed_step_quality(scene_dir, tmp_path, method):
     psnr = bench.quality_psnr(scene_dir, tmp_path / "run", method)
     reference = REFERENCE["quality_psnr"][method]

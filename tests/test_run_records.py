@@ -12,7 +12,7 @@ import torch
 
 from ngp_ohem import cli, rays
 from ngp_ohem.data.procedural import make_blender_scene
-from ngp_ohem.names import METHODS, TABLE_NAMES, TRACE_COLUMNS
+from ngp_ohem.names import PAPER_METHODS, TABLE_NAMES, TRACE_COLUMNS
 from ngp_ohem.report.aggregate import aggregate_runs
 from ngp_ohem.report.tables import build_tables
 from ngp_ohem.run.records import Progress, WindowStats, trace_row
@@ -32,7 +32,7 @@ def toy_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     scene = make_blender_scene(root / "blob", seed=0, size=32, n_train=8, n_test=3, n_val=0)
     threads = torch.get_num_threads()
     runs = {}
-    for method in METHODS:
+    for method in PAPER_METHODS:
         out = root / "runs" / method
         assert cli.main(["train", "--data", str(scene), "--out", str(out), "--method", method, *TINY_CLI]) == 0
         runs[method] = out
@@ -55,7 +55,7 @@ def test_a_trace_row_has_every_column_and_no_other() -> None:
 
 def test_the_report_reads_what_the_trainer_writes(toy_runs: dict[str, Path]) -> None:
     runs, traces = aggregate_runs(toy_runs.values())
-    assert runs["method"].tolist() == list(METHODS) and (runs["steps"] == 6).all()
+    assert runs["method"].tolist() == list(PAPER_METHODS) and (runs["steps"] == 6).all()
     assert tuple(traces.columns) == (*TRACE_COLUMNS, "budget_s")
     tables = build_tables(runs, traces)
     assert tuple(tables) == TABLE_NAMES

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ngp_ohem import strategies
 from ngp_ohem.data.registry import BLENDER_SCENES, LLFF_SCENES, MIPNERF360_SCENES, SCENES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,6 +114,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.Co
     calls["paper-360-download"] = ("-n", "--configfile", str(config / "paper_360.yaml"))
     some_root = fake_data_root(tmp / "data-some", ("lego", "fern"))
     calls["cpu"] = ("-n", "--configfile", str(config / "cpu.yaml"), "--config", f"data_root={some_root}")
+    calls["arena"] = ("-n", "--configfile", str(config / "arena.yaml"), "--config", f"data_root={some_root}")
     calls["default"] = ("-n", "--configfile", str(config / "config.yaml"))
     csv_only = tmp / "csv-only"
     (csv_only / "results").mkdir(parents=True)
@@ -227,6 +229,16 @@ def test_paper_360_config_plans_7_scenes_2_arms_3_seeds(results: dict) -> None:
     runs = set(re.findall(r"results/runs/mipnerf360/(\w+)/(baseline|hsm)/seed(\d)/summary\.json", result.stdout))
     assert runs == {(s, m, str(seed)) for s in MIPNERF360_SCENES for m in ("baseline", "hsm") for seed in range(3)}
     assert re.search(r"360_v2/garden --method \w+ --seed \d --budget 240 --device cuda --preset paper", result.stdout)
+
+
+def test_arena_config_plans_every_registered_arm_on_the_scenes_found(results: dict) -> None:
+    result = results["arena"]
+    assert result.returncode == 0, result.stderr
+    runs = set(re.findall(r"results/runs/\w+/(lego|fern)/(\w+)/seed(\d)/summary\.json", result.stdout))
+    arms = strategies.names()
+    assert len(arms) >= 5
+    assert runs == {(s, m, str(seed)) for s in ("lego", "fern") for m in arms for seed in range(3)}
+    assert job_counts(result.stdout)["train"] == 2 * len(arms) * 3
 
 
 def test_paper_360_config_downloads_the_archive_once(results: dict) -> None:

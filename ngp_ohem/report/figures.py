@@ -2,7 +2,8 @@
 comparison assembled from the runs' ``render_test0.png`` / ``gt_test0.png``.
 
 Matplotlib's object API with :class:`matplotlib.figure.Figure` only (no pyplot, no global backend):
-PNG through Agg, PDF through the PDF backend, safe in headless jobs.
+PNG through Agg, PDF through the PDF backend, safe in headless jobs. Each method's colour and label
+come from the strategy registry (ngp_ohem/strategies), so an arm looks the same in every figure.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from ngp_ohem import strategies
 from ngp_ohem.names import DATASETS, FIGURE_NAMES
 from ngp_ohem.report.tables import (
     MIB,
@@ -23,21 +25,20 @@ from ngp_ohem.report.tables import (
     mean_curve,
     methods_of,
     metric_curve,
+    sample_level_arms,
     scene_order,
     window_curve,
 )
 
-COLORS = {"baseline": "#1f77b4", "hsm": "#d62728"}
-LABELS = {"baseline": "Instant-NGP (baseline)", "hsm": "Instant-NGP + HSM"}
 PANEL_W, PANEL_H = 3.8, 2.9
 
 
 def _color(method: str) -> str:
-    return COLORS.get(method, "#2ca02c")
+    return strategies.color(method)
 
 
 def _label(method: str) -> str:
-    return LABELS.get(method, method)
+    return strategies.label(method)
 
 
 def save(fig: Figure, stem: str | Path, dpi: int = 150) -> list[Path]:
@@ -184,14 +185,21 @@ def memory_vs_time(traces: pd.DataFrame, stem: str | Path, log_x: bool = True) -
 
 # -- b/B ------------------------------------------------------------------------------------------------
 def hard_fraction_vs_time(
-    traces: pd.DataFrame, stem: str | Path, runs: pd.DataFrame | None = None, method: str = "hsm", log_x: bool = True
+    traces: pd.DataFrame,
+    stem: str | Path,
+    runs: pd.DataFrame | None = None,
+    method: str | None = None,
+    log_x: bool = True,
 ) -> list[Path]:
-    """One panel per dataset: the mined method's b/B per window, one line per scene (mean over seeds);
-    the baseline's b/B = 1 and the mining bounds from the runs' config (if given) as references."""
+    """One panel per dataset and sample-level arm (default: every one present, else hsm): its b/B per
+    window, one line per scene (mean over seeds); the baseline's b/B = 1 and the mining bounds from the
+    runs' config (if given) as references."""
     datasets = [d for d in DATASETS if d in set(traces["dataset"])]
     datasets += sorted(set(traces["dataset"]) - set(datasets))
-    fig, axes = _grid(len(datasets), max_cols=2)
-    for ax, dataset in zip(axes, datasets):
+    arms = [method] if method is not None else (sample_level_arms(traces) or ["hsm"])
+    panels = [(dataset, arm) for dataset in datasets for arm in arms]
+    fig, axes = _grid(len(panels), max_cols=2)
+    for ax, (dataset, method) in zip(axes, panels):
         sub = traces[(traces["dataset"] == dataset) & (traces["method"] == method)]
         for i, (_, scene) in enumerate(scene_order(sub)):
             curves = [window_curve(g, "hard_fraction") for g in _runs_of(sub, dataset, scene, method)]

@@ -5,28 +5,35 @@ Four tables, each with a numeric frame (written as CSV) and a display frame (Mar
 ``quality``
     PSNR and SSIM of each method at budget checkpoints ``f * budget`` (default f = 1/8, 1/4, 1/2, 1):
     each seed's trace is linearly interpolated at the checkpoint, then mean ± std (ddof 1) over
-    seeds, and the difference hsm − baseline of the means (at the full budget: the final evaluation, on
-    ``eval.final_views`` test views, all by default). "mean" rows average the scenes of a
-    dataset per seed first, then take mean ± std over seeds.
+    seeds, and the difference arm − baseline of the means for every arm (at the full budget: the final
+    evaluation, on ``eval.final_views`` test views, all by default). "mean" rows average the scenes of a
+    dataset per seed first, then take mean ± std over seeds. With two arms or more, a "ranking" row
+    per dataset ranks the methods by the mean at the full budget.
 ``speedup``
-    Training time hsm needs to reach the baseline's final PSNR (mean over seeds), found by linear
-    interpolation on hsm's mean trace (mean over seeds of the seeds' linear interpolants, on the
+    Training time each arm needs to reach the baseline's final PSNR (mean over seeds), found by linear
+    interpolation on the arm's mean trace (mean over seeds of the seeds' linear interpolants, on the
     union of their evaluation times); speed-up = baseline's mean training time / that time.
     "not reached" when the mean trace stays below; the mean row is the geometric mean over the
-    scenes where it was reached.
+    scenes where it was reached; with two arms or more, per-arm columns and a "ranking" row per dataset
+    (by that geometric mean).
 ``memory``
     Per run the largest autograd-graph bytes of a step and the largest CUDA allocator peak (minus
-    static load) over the run, mean over seeds; saving = 100 · (1 − hsm / baseline). CUDA columns
+    static load) over the run, mean over seeds; saving = 100 · (1 − arm / baseline) for every arm. CUDA columns
     read "—" where the runs were on the CPU (peak 0). The mean row averages the scenes' MiB and the
     scenes' savings.
 ``hard_fraction``
-    hsm's b/B (samples that entered the graph / samples marched) of the trace window containing
+    b/B of each sample-level arm (hsm, hsm_unbiased; a "method" column when there are several): samples
+    that entered the graph / samples marched, of the trace window containing
     each checkpoint (a trace row holds the mean b/B since the previous row), mean ± std over seeds,
     and over the whole run (samples_in_graph / samples_total at the end).
 
 Trace rows produced when one training step crossed several evaluation times repeat that step;
 for PSNR/SSIM the last such row is used (the final one evaluates the full test split), for window
 statistics (b/B, memory) only rows whose window holds steps (``samples_per_step > 0``).
+
+The arms, their order and which are sample-level come from the strategy registry (ngp_ohem/strategies);
+the reference of every difference is the baseline. With only baseline and hsm the tables are the
+two-method tables of before, cell for cell.
 """
 
 from __future__ import annotations
@@ -40,9 +47,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ngp_ohem.names import DATASETS, METHODS, RUN_KEY, TABLE_NAMES
+from ngp_ohem import strategies
+from ngp_ohem.names import DATASETS, RUN_KEY, TABLE_NAMES
 
 DEFAULT_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+REFERENCE = "baseline"
+RANK = "ranking"
 MIB = float(1 << 20)
 
 
@@ -169,7 +179,25 @@ def scene_order(frame: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def methods_of(frame: pd.DataFrame) -> list[str]:
-    return _order(frame["method"].tolist(), METHODS)
+    """The methods present, in registry order (unknown names last, alphabetical)."""
+    return _order(frame["method"].tolist(), strategies.names())
+
+
+def arms_of(frame: pd.DataFrame) -> list[str]:
+    """The methods compared with the reference: every present one but the baseline."""
+    return [m for m in methods_of(frame) if m != REFERENCE]
+
+
+def sample_level_arms(frame: pd.DataFrame) -> list[str]:
+    """Present arms that choose which samples enter the graph (b/B below 1): hsm-like."""
+    return [m for m in arms_of(frame) if m in strategies.names() and strategies.get(m).level == "sample"]
+
+
+def ranks(values: dict[str, float]) -> dict[str, int]:
+    """1 for the largest finite value, 2 for the next...; NaN values get no rank."""
+    finite = sorted((v, i, m) for i, (m, v) in enumerate(values.items()) if math.isfinite(v))
+    ordered = sorted(finite, key=lambda x: (-x[0], x[1]))
+    return {m: k + 1 for k, (_, _, m) in enumerate(ordered)}
 
 
 def _mean_std(values: pd.Series) -> tuple[float, float, int]:
@@ -263,6 +291,9 @@ class Table:
 # -- (a) quality at checkpoints -----------------------------------------------------------------------
 def quality_table(traces: pd.DataFrame, fractions: Sequence[float] = DEFAULT_FRACTIONS) -> Table:
     methods = methods_of(traces)
+    arms = arms_of(traces) or ["hsm"]  # no arm: the empty Δ columns of the two-method table
+    ranked = len(arms) > 1
+    final = max(fractions)
     numeric_parts = []
     for metric in ("psnr", "ssim"):
         long = _with_means(values_at_fractions(traces, metric, fractions).drop(columns="time_s"), ["fraction"])
@@ -273,6 +304,8 @@ def quality_table(traces: pd.DataFrame, fractions: Sequence[float] = DEFAULT_FRA
     times = values_at_fractions(traces, "psnr", fractions).groupby(["dataset", "fraction"])["time_s"].mean()
 
     rows, display = [], []
+    rank_num: dict[str, dict] = {}
+    rank_shown: dict[str, dict] = {}
     for dataset, scene in _row_order(stats):
         for f in fractions:
             time_s = times.get((dataset, f), math.nan) if dataset != "all" else math.nan
@@ -294,23 +327,95 @@ def quality_table(traces: pd.DataFrame, fractions: Sequence[float] = DEFAULT_FRA
                     num[f"{metric}_{method}_mean"], num[f"{metric}_{method}_std"] = m, s
                     num[f"n_seeds_{method}"] = n
                     shown[f"{label} {method}"] = fmt_pm(m, s, digits)
-                delta = means.get("hsm", math.nan) - means.get("baseline", math.nan)
-                num[f"{metric}_delta"] = delta
-                shown[f"Δ{label.split(' ')[0]} hsm − baseline"] = fmt_delta(delta, digits)
+                for arm in arms:
+                    delta = means.get(arm, math.nan) - means.get(REFERENCE, math.nan)
+                    num[f"{metric}_delta" if len(arms) == 1 else f"{metric}_delta_{arm}"] = delta
+                    shown[f"Δ{label.split(' ')[0]} {arm} − {REFERENCE}"] = fmt_delta(delta, digits)
+                if ranked and scene == "mean" and f == final:
+                    rank_num.setdefault(dataset, {"dataset": dataset, "scene": RANK, "fraction": f})
+                    rank_shown.setdefault(dataset, {"dataset": dataset, "scene": RANK, "budget fraction": "1"})
+                    for method, k in ranks(means).items():
+                        rank_num[dataset][f"{metric}_{method}_rank"] = k
+                        rank_shown[dataset][f"{label} {method}"] = f"#{k}"
             rows.append(num)
             display.append(shown)
+        if dataset in rank_num and scene == "mean":
+            rows.append(rank_num[dataset])
+            display.append(rank_shown[dataset])
     note = (
         "Mean ± std over seeds of each run's trace, linearly interpolated at fraction × budget of training "
         "time (evaluation excluded); at the full budget this is the final evaluation (on eval.final_views test views, "
         "all by default; earlier ones use eval.subset_views). "
         "'—' where a checkpoint comes more than a step before a run's first evaluation (no extrapolation). "
-        "'mean' rows average the scenes per seed first. Δ = hsm − baseline of the means."
+        f"'mean' rows average the scenes per seed first. Δ = {arms[0] if len(arms) == 1 else 'arm'} − {REFERENCE} "
+        "of the means."
     )
-    return Table("quality", "PSNR and SSIM at equal training time", note, pd.DataFrame(rows), pd.DataFrame(display))
+    if ranked:
+        note += " 'ranking' rows: each method's rank (#1 best) by the dataset's mean at the full budget."
+    shown = pd.DataFrame(display).fillna("") if ranked else pd.DataFrame(display)
+    return Table("quality", "PSNR and SSIM at equal training time", note, pd.DataFrame(rows), shown)
 
 
 # -- (b) speed-up -------------------------------------------------------------------------------------
-def speedup_table(runs: pd.DataFrame, traces: pd.DataFrame, fast: str = "hsm", reference: str = "baseline") -> Table:
+def _merge_arms(tables: dict[str, Table], renames: dict[str, str], name: str, title: str, note: str) -> Table:
+    """One table from per-arm tables of the same rows: shared columns once, each arm's columns side by side,
+    a column ``c`` of ``renames`` becoming ``renames[c].format(arm=arm)`` in every arm's part."""
+    shared_num, shared_shown = [], []
+    numeric, display = None, None
+    for arm, table in tables.items():
+        num = table.numeric.rename(columns={c: r.format(arm=arm) for c, r in renames.items()})
+        shown = table.display.rename(columns={c: r.format(arm=arm) for c, r in renames.items()})
+        if numeric is None:
+            numeric, display = num, shown
+            shared_num, shared_shown = list(num.columns), list(shown.columns)
+            continue
+        numeric = numeric.join(num[[c for c in num.columns if c not in shared_num]])
+        display = display.join(shown[[c for c in shown.columns if c not in shared_shown]])
+        shared_num, shared_shown = list(numeric.columns), list(display.columns)
+    return Table(name, title, note, numeric, display.fillna(""))
+
+
+def speedup_table(
+    runs: pd.DataFrame, traces: pd.DataFrame, fast: str | None = None, reference: str = REFERENCE
+) -> Table:
+    """Speed-up of ``fast`` (default: every arm present, side by side, with a ranking row per dataset)."""
+    arms = [fast] if fast is not None else (arms_of(runs) or ["hsm"])
+    if len(arms) == 1:
+        return _speedup_one(runs, traces, arms[0], reference)
+    tables = {arm: _speedup_one(runs, traces, arm, reference) for arm in arms}
+    renames = {
+        "fast_final_psnr": "{arm}_final_psnr", "time_to_target_s": "{arm}_time_to_target_s",
+        "speedup": "{arm}_speedup", "status": "{arm}_status", "speed-up": "{arm} speed-up",
+    }  # fmt: skip
+    note = (
+        f"Training time each arm needs to reach {reference}'s final PSNR (mean over seeds), by linear "
+        f"interpolation on the arm's mean trace; speed-up = {reference}'s mean training time / that time. "
+        "'≤' marks a target already met at the first evaluation (the time is an upper bound). "
+        "Geometric means over the scenes where the target was reached; 'ranking' rows order the arms by the "
+        "scenes reached, then by that mean (#1 fastest)."
+    )
+    table = _merge_arms(tables, renames, "speedup", f"Speed-up of each arm to {reference}'s final PSNR", note)
+    return _with_speedup_ranking(table, arms)
+
+
+def _with_speedup_ranking(table: Table, arms: list[str]) -> Table:
+    """A 'ranking' row after each dataset's geometric-mean row: the arms by their geometric-mean speed-up."""
+    numeric, display = [], []
+    for (_, num), (_, shown) in zip(table.numeric.iterrows(), table.display.iterrows(), strict=True):
+        numeric.append(num.to_dict())
+        display.append(shown.to_dict())
+        if num["scene"] == "geometric mean":
+            # More scenes reached first, then the larger geometric mean (over different scenes otherwise).
+            key = {arm: (int(str(num[f"{arm}_status"]).split("/")[0]), float(num[f"{arm}_speedup"])) for arm in arms}
+            ranked = sorted((a for a in arms if key[a][0] > 0), key=lambda a: (-key[a][0], -key[a][1]))
+            order = {arm: k + 1 for k, arm in enumerate(ranked)}
+            numeric.append({"dataset": num["dataset"], "scene": RANK, **{f"{a}_rank": k for a, k in order.items()}})
+            display.append({"dataset": shown["dataset"], "scene": RANK,
+                            **{f"{a} speed-up": f"#{k}" for a, k in order.items()}})  # fmt: skip
+    return Table(table.name, table.title, table.note, pd.DataFrame(numeric), pd.DataFrame(display).fillna(""))
+
+
+def _speedup_one(runs: pd.DataFrame, traces: pd.DataFrame, fast: str, reference: str) -> Table:
     rows, display = [], []
     by_dataset: dict[str, list[float]] = {}
     counts: dict[str, list[int]] = {}
@@ -386,7 +491,19 @@ def saving_percent(reference: float, other: float) -> float:
     return 100.0 * (1.0 - other / reference)
 
 
-def memory_table(runs: pd.DataFrame, fast: str = "hsm", reference: str = "baseline") -> Table:
+def memory_table(runs: pd.DataFrame, fast: str | None = None, reference: str = REFERENCE) -> Table:
+    """Memory of ``reference`` and ``fast`` (default: every arm present, side by side)."""
+    arms = [fast] if fast is not None else (arms_of(runs) or ["hsm"])
+    if len(arms) == 1:
+        return _memory_one(runs, arms[0], reference)
+    tables = {arm: _memory_one(runs, arm, reference) for arm in arms}
+    renames = {f"{k}_saving_pct": f"{k}_saving_pct_{{arm}}" for k in ("graph", "cuda")}
+    renames |= {f"{label} saving (%)": f"{label} saving {{arm}} (%)" for label in ("autograd graph", "CUDA peak")}
+    note = tables[arms[0]].note.replace(f"{arms[0]} / {reference}", f"arm / {reference}")
+    return _merge_arms(tables, renames, "memory", "Peak training memory", note)
+
+
+def _memory_one(runs: pd.DataFrame, fast: str, reference: str) -> Table:
     columns = (("graph", "max_graph_bytes", "autograd graph"), ("cuda", "max_peak_mem_bytes", "CUDA peak"))
     rows, display = [], []
     for dataset, scene in scene_order(runs):
@@ -426,8 +543,25 @@ def memory_table(runs: pd.DataFrame, fast: str = "hsm", reference: str = "baseli
 
 # -- (d) hard batch fraction --------------------------------------------------------------------------
 def hard_fraction_table(
-    runs: pd.DataFrame, traces: pd.DataFrame, fractions: Sequence[float] = DEFAULT_FRACTIONS, method: str = "hsm"
+    runs: pd.DataFrame,
+    traces: pd.DataFrame,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    method: str | None = None,
 ) -> Table:
+    """b/B of ``method`` (default: every sample-level arm present; a "method" column when several)."""
+    arms = [method] if method is not None else (sample_level_arms(traces) or ["hsm"])
+    if len(arms) == 1:
+        return _hard_fraction_one(runs, traces, fractions, arms[0])
+    parts = [_hard_fraction_one(runs, traces, fractions, arm) for arm in arms]
+    numeric = pd.concat([p.numeric.assign(method=arm) for p, arm in zip(parts, arms)], ignore_index=True)
+    display = pd.concat([p.display.assign(method=arm) for p, arm in zip(parts, arms)], ignore_index=True)
+    numeric = _sort_rows(numeric)[["dataset", "scene", "method", *parts[0].numeric.columns[2:]]]
+    display = _sort_rows(display)[["dataset", "scene", "method", *parts[0].display.columns[2:]]]
+    note = parts[0].note.replace(f"that {arms[0]} put", "that each arm put")
+    return Table("hard_fraction", "Hard batch fraction b/B of the sample-level arms", note, numeric, display)
+
+
+def _hard_fraction_one(runs: pd.DataFrame, traces: pd.DataFrame, fractions: Sequence[float], method: str) -> Table:
     sel = traces[traces["method"] == method]
     if sel.empty:
         empty = pd.DataFrame(columns=["dataset", "scene"])

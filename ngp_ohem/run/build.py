@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ngp_ohem import protocol
+from ngp_ohem import protocol, strategies
 from ngp_ohem.config import RunConfig
 from ngp_ohem.data.rescale import framed_for_run
 from ngp_ohem.data.scene import Scene
@@ -23,7 +23,7 @@ from ngp_ohem.field import build_field, resolve_backend
 from ngp_ohem.field.hashgrid import HashGridSpec
 from ngp_ohem.field.native import load_field_native, load_native, load_render_native
 from ngp_ohem.field.ngp import FieldSpec
-from ngp_ohem.mining import FullBatch, HardSampleMining, Strategy
+from ngp_ohem.mining import Strategy
 from ngp_ohem.precision import Precision, network
 from ngp_ohem.render.limits import RayLimits
 from ngp_ohem.render.march import Stepping, step_size
@@ -58,18 +58,9 @@ def field_spec(cfg: RunConfig, bound: float) -> FieldSpec:
 
 
 def build_strategy(cfg: RunConfig, generator: torch.Generator) -> Strategy:
-    """The configured method's strategy (the one place that maps a method name to its class)."""
-    if cfg.method == "baseline":
-        return FullBatch(profile=cfg.profile)
-    m = cfg.mining
-    return HardSampleMining(
-        min_fraction=m["min_fraction"],
-        max_fraction=m["max_fraction"],
-        tau_decay=m["tau_decay"],
-        unbiased=m["unbiased"],
-        generator=generator,
-        profile=cfg.profile,
-    )
+    """The configured method's strategy, from the strategy registry (ngp_ohem/strategies)."""
+    entry = strategies.get(cfg.method)
+    return entry.load().from_settings(entry.settings_of(cfg.raw), generator=generator, profile=cfg.profile)
 
 
 def check_scene_size(scene: Scene) -> None:

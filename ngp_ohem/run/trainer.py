@@ -115,7 +115,8 @@ class Trainer:
             group["lr"] = self.learning_rate()
         phases = PhaseClock(self.cfg.profile, self.device)  # the shared parts; strategies time their own
         n_rays = int(self.n_rays)
-        origins, dirs, pixels, cameras = self.sampler.sample(n_rays)
+        # Pixel-level strategies choose the pixels (draw_pixels); None keeps the uniform draw.
+        origins, dirs, pixels, cameras = self.sampler.sample(n_rays, self.strategy.draw_pixels)
         jitter = torch.rand(n_rays, device=self.device, generator=self.generator)
         limits = None if m.train_limits is None else m.train_limits.for_rays(origins, dirs, cameras)
         samples = march_rays(

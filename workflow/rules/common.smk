@@ -11,11 +11,13 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+import ngp_ohem.report
+from ngp_ohem import strategies
 from ngp_ohem.config import DEFAULTS, deep_merge
 from ngp_ohem.config import validate as validate_train_config
 from ngp_ohem.data.registry import DATASET_DIRS, resolve
 from ngp_ohem.errors import ConfigError, DatasetError
-from ngp_ohem.names import DATASET_MARKERS, DATASETS, FIGURE_FORMATS, FIGURE_NAMES, METHODS, TABLE_FORMATS, TABLE_NAMES
+from ngp_ohem.names import DATASET_MARKERS, DATASETS, FIGURE_FORMATS, FIGURE_NAMES, TABLE_FORMATS, TABLE_NAMES
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -38,10 +40,13 @@ def scene_key(token):
 
 
 def check_config():
-    """What the JSON schema cannot say: scene names known, budgets present, overrides valid."""
+    """What the JSON schema cannot say: scene names known, methods registered, budgets present, overrides valid."""
     for i, method in enumerate(config["methods"]):
-        if method not in METHODS:
-            raise config_error(f"methods[{i}]", f"'{method}' is not one of the methods ({', '.join(METHODS)})")
+        if method not in strategies.names():
+            raise config_error(
+                f"methods[{i}]",
+                f"'{method}' is not one of the registered methods ({', '.join(strategies.names())}; ngp_ohem/strategies)",
+            )
     keys = {}
     for i, name in enumerate(config["scenes"]):
         try:
@@ -264,7 +269,7 @@ def final_outputs():
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
-    method="|".join(METHODS),
+    method=regex_alternatives(strategies.names()),
     scene=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     seed=r"\d+",
     digest=r"[0-9a-f]{10}",
