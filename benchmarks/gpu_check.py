@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ngp_ohem.names import METHODS
+from ngp_ohem.names import PAPER_METHODS
 
 REPO = Path(__file__).resolve().parent.parent
 # What ``ngp_ohem`` imports at run time (pyproject's dependencies; pandas/matplotlib only for reports).
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         scene = find_scene(args.data)
         results = {}
         for backend in backends():
-            for method in METHODS:
+            for method in PAPER_METHODS:
                 out = (REPO / args.out / f"{backend}-{method}").resolve()
                 command = train_command(scene, out, method, backend, args.device, args.budget, args.set)
                 print(f"gpu-check: training {backend}/{method} for {args.budget:g} s ...", file=sys.stderr)
