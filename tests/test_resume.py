@@ -319,8 +319,8 @@ def test_nan_parameter_stops_with_a_one_line_error_and_keeps_the_trace(
 
     def poison_after_first_evaluation(self: Trainer) -> None:
         step(self)
-        if self.rows and not poisoned:
-            name, param = next(iter(self.field.named_parameters()))
+        if self.trace.rows and not poisoned:
+            name, param = next(iter(self.model.field.named_parameters()))
             with torch.no_grad():
                 param.view(-1)[:].fill_(float("nan"))
             poisoned.append((self.step, name))
