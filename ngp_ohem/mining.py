@@ -103,9 +103,14 @@ def score_samples(
     loss = pixel_loss(leaf, samples, target, background, use_native=use_native).mean()
     (grad_raw,) = torch.autograd.grad(loss, leaf)
     hardness = grad_raw.norm(dim=1)
+    return Scores(loss.detach(), grad_raw, hardness, hardness_sums(hardness))
+
+
+def hardness_sums(hardness: torch.Tensor) -> tuple[float, float, float]:
+    """(sum, sum of squares, non-zero count) of the hardness, in one host copy."""
     sums = torch.stack([hardness.sum(), hardness.square().sum(), (hardness > 0).sum().to(hardness.dtype)])
     total, sum_sq, nonzero = sums.tolist()
-    return Scores(loss.detach(), grad_raw, hardness, (total, sum_sq, nonzero))
+    return total, sum_sq, nonzero
 
 
 def top_indices(key: torch.Tensor, b: int) -> torch.Tensor:
@@ -142,6 +147,27 @@ class Strategy(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+def full_batch_step(
+    field: torch.nn.Module,
+    samples: PackedSamples,
+    target: torch.Tensor,
+    background: torch.Tensor,
+    loss_scale: LossScale,
+    clock: PhaseClock,
+) -> tuple[StepResult, torch.Tensor]:
+    """The baseline's step (all samples in the graph, mean per-pixel MSE, backward) and the per-ray loss
+    (R,), detached, for arms that only change which pixels are drawn (error_map)."""
+    with GraphBytesMeter(field.parameters()) as meter:
+        raw = field(samples.positions, samples.directions)
+        clock.lap("forward")
+        per_ray = pixel_loss(raw, samples, target, background)
+        loss = per_ray.mean()
+    loss_scale(loss).backward()
+    clock.lap("backward")
+    n = samples.n_samples
+    return StepResult(loss.detach(), n, n, 1.0, meter.bytes, clock.seconds), per_ray.detach()
+
+
 class FullBatch:
     """The baseline: every sample enters the autograd graph."""
 
@@ -157,14 +183,8 @@ class FullBatch:
 
     def backward(self, field, samples, target, background, loss_scale: LossScale = unscaled) -> StepResult:
         clock = PhaseClock(self.profile, target.device)
-        with GraphBytesMeter(field.parameters()) as meter:
-            raw = field(samples.positions, samples.directions)
-            clock.lap("forward")
-            loss = pixel_loss(raw, samples, target, background).mean()
-        loss_scale(loss).backward()
-        clock.lap("backward")
-        n = samples.n_samples
-        return StepResult(loss.detach(), n, n, 1.0, meter.bytes, clock.seconds)
+        result, _ = full_batch_step(field, samples, target, background, loss_scale, clock)
+        return result
 
     def state_dict(self) -> dict:
         return {}
@@ -234,10 +254,7 @@ class HardSampleMining:
         empty = Selection(hardness.new_zeros(0, dtype=torch.long), None)
         if hardness.numel() == 0:
             return empty
-        if sums is None:
-            stacked = torch.stack([hardness.sum(), hardness.square().sum(), (hardness > 0).sum().to(hardness.dtype)])
-            sums = tuple(stacked.tolist())
-        total, sum_sq, n_nonzero = sums
+        total, sum_sq, n_nonzero = hardness_sums(hardness) if sums is None else sums
         if not total > 0:
             return empty
         b = self.update_batch_size(hardness.numel(), sum_sq / (total * total))

@@ -22,8 +22,7 @@ from __future__ import annotations
 import torch
 
 from ngp_ohem.clock import PhaseClock
-from ngp_ohem.memory import GraphBytesMeter
-from ngp_ohem.mining import LossScale, StepResult, pixel_loss, unscaled
+from ngp_ohem.mining import LossScale, StepResult, full_batch_step, unscaled
 from ngp_ohem.rays import RaySampler
 from ngp_ohem.render.march import PackedSamples
 from ngp_ohem.strategies import ErrorMapSettings
@@ -103,18 +102,11 @@ class ErrorMapSampling:
         loss_scale: LossScale = unscaled,
     ) -> StepResult:
         clock = PhaseClock(self.profile, target.device)
-        with GraphBytesMeter(field.parameters()) as meter:
-            raw = field(samples.positions, samples.directions)
-            clock.lap("forward")
-            per_ray = pixel_loss(raw, samples, target, background)
-            loss = per_ray.mean()
-        loss_scale(loss).backward()
-        clock.lap("backward")
+        result, per_ray = full_batch_step(field, samples, target, background, loss_scale, clock)
         if self.map is not None and self._cells is not None:  # per-ray feedback (issue 15's second hook)
-            self.map.update(self._cells[: samples.n_rays], per_ray.detach())
+            self.map.update(self._cells[: samples.n_rays], per_ray)
             clock.lap("error_map")
-        n = samples.n_samples
-        return StepResult(loss.detach(), n, n, 1.0, meter.bytes, clock.seconds)
+        return result
 
     def state_dict(self) -> dict:
         values = self.map.values if self.map is not None else self._restored

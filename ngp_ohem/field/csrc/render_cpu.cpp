@@ -155,12 +155,8 @@ std::vector<torch::Tensor> march(torch::Tensor origins, torch::Tensor dirs, torc
 
 namespace {
 
-void check_packed(const torch::Tensor& sigma, const torch::Tensor& rgb, const torch::Tensor& deltas,
-                  const torch::Tensor& ray_index, int64_t n_rays, const torch::Tensor& background) {
-  const int64_t n = sigma.numel();
-  TORCH_CHECK(sigma.is_contiguous() && sigma.scalar_type() == torch::kFloat32 && sigma.dim() == 1, "sigma: f32 (N,)");
-  TORCH_CHECK(rgb.is_contiguous() && rgb.scalar_type() == torch::kFloat32 && rgb.numel() == 3 * n, "rgb: f32 (N, 3)");
-  TORCH_CHECK(deltas.is_contiguous() && deltas.scalar_type() == torch::kFloat32 && deltas.numel() == n, "deltas");
+// The packing both compositing and mining's scoring read: ray_index (N,) sorted in [0, R), background (R, 3).
+void check_rays(const torch::Tensor& ray_index, int64_t n, int64_t n_rays, const torch::Tensor& background) {
   TORCH_CHECK(ray_index.is_contiguous() && ray_index.scalar_type() == torch::kInt64 && ray_index.numel() == n,
               "ray_index: int64 (N,)");
   TORCH_CHECK(background.is_contiguous() && background.scalar_type() == torch::kFloat32 &&
@@ -168,6 +164,15 @@ void check_packed(const torch::Tensor& sigma, const torch::Tensor& rgb, const to
   const int64_t* r = ray_index.data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i)
     TORCH_CHECK(r[i] >= 0 && r[i] < n_rays && (i == 0 || r[i] >= r[i - 1]), "ray_index must be sorted in [0, R)");
+}
+
+void check_packed(const torch::Tensor& sigma, const torch::Tensor& rgb, const torch::Tensor& deltas,
+                  const torch::Tensor& ray_index, int64_t n_rays, const torch::Tensor& background) {
+  const int64_t n = sigma.numel();
+  TORCH_CHECK(sigma.is_contiguous() && sigma.scalar_type() == torch::kFloat32 && sigma.dim() == 1, "sigma: f32 (N,)");
+  TORCH_CHECK(rgb.is_contiguous() && rgb.scalar_type() == torch::kFloat32 && rgb.numel() == 3 * n, "rgb: f32 (N, 3)");
+  TORCH_CHECK(deltas.is_contiguous() && deltas.scalar_type() == torch::kFloat32 && deltas.numel() == n, "deltas");
+  check_rays(ray_index, n, n_rays, background);
 }
 
 std::vector<int64_t> ray_starts(const int64_t* ray, int64_t n, int64_t n_rays) {
@@ -280,13 +285,8 @@ std::vector<torch::Tensor> hardness(torch::Tensor raw, torch::Tensor deltas, tor
               "target: f32 (R, 3)");
   const int64_t n = raw.size(0);
   TORCH_CHECK(deltas.is_contiguous() && deltas.scalar_type() == torch::kFloat32 && deltas.numel() == n, "deltas");
-  TORCH_CHECK(ray_index.is_contiguous() && ray_index.scalar_type() == torch::kInt64 && ray_index.numel() == n,
-              "ray_index: int64 (N,)");
-  TORCH_CHECK(background.is_contiguous() && background.scalar_type() == torch::kFloat32 &&
-              background.numel() == 3 * n_rays, "background: f32 (R, 3)");
+  check_rays(ray_index, n, n_rays, background);
   const int64_t* rp = ray_index.data_ptr<int64_t>();
-  for (int64_t i = 0; i < n; ++i)
-    TORCH_CHECK(rp[i] >= 0 && rp[i] < n_rays && (i == 0 || rp[i] >= rp[i - 1]), "ray_index must be sorted in [0, R)");
   auto grad = torch::empty({n, 4}, raw.options()), hard = torch::empty({n}, raw.options());
   auto loss = torch::empty({n_rays}, raw.options());
   const float *xp = raw.data_ptr<float>(), *dp = deltas.data_ptr<float>(), *tg = target.data_ptr<float>();
