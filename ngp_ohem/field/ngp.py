@@ -85,8 +85,9 @@ class NGPField(nn.Module):
     Evaluations without autograd (``torch.no_grad`` / ``inference_mode``: mining's first pass,
     occupancy-grid queries, evaluation renders) on the CPU run the whole field through one fused native
     kernel (``csrc/field_infer_cpu.cpp``) that stores nothing for backward and keeps each tile's
-    intermediates in cache; under bf16 autocast its MLPs run in bf16 with fp32 accumulation (AVX-512
-    BF16), as autocast runs the module path. The tests compare it with the module path;
+    intermediates in cache; under bf16 autocast its MLPs run in bf16 with fp32 accumulation (on AMX
+    tiles where the CPU and OS allow, ``use_amx``; else AVX-512 BF16 dot products), as autocast runs the
+    module path. The tests compare it with the module path;
     ``fused_inference=False`` turns it off. Its encoding is the training encoder's, bit for bit, so
     :meth:`infer_keeping_features` can hand it to the hard pass (``forward(..., features=)``).
     """
@@ -143,7 +144,7 @@ class NGPField(nn.Module):
         if kernel is None:
             return self(x, d), None
         raw, features = self._fused(kernel, x, d, keep_features=True)
-        return raw, features
+        return raw, features  # (the kernel returns a list)
 
     def forward(self, x: torch.Tensor, d: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         """``features``: these positions' hash-grid features from :meth:`infer_keeping_features`."""
