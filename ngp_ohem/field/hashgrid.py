@@ -209,12 +209,18 @@ class _NativeHashGridFunction(torch.autograd.Function):
 
     ``features``, when given, are these positions' encodings already computed by the same kernel code
     (the fused no-graph pass keeps them, bit-identical): the forward returns them instead of gathering
-    again, the backward is unchanged."""
+    again, the backward is unchanged.
+
+    The backward adds the table gradient straight into ``table.grad`` (created zero when absent), as
+    autograd's accumulation would, and hands autograd nothing for the table: a fresh (rows, F) gradient
+    per step, zeroed, filled and then added into ``.grad``, was a fixed cost of every step whatever the
+    number of samples (the trainer zeroes ``.grad`` in place instead, ``zero_grad(set_to_none=False)``).
+    Hooks on the table therefore do not see this gradient."""
 
     @staticmethod
     def forward(ctx, x01: torch.Tensor, table: torch.Tensor, consts: _LevelConstants, native, features=None):
         ctx.save_for_backward(x01)
-        ctx.consts, ctx.native, ctx.n_rows = consts, native, table.shape[0]
+        ctx.consts, ctx.native, ctx.table = consts, native, table
         if features is not None:
             return features.view_as(features)  # a new tensor object on the same memory: no copy
         return native.forward(x01, table.contiguous(), *consts.kernel_args())
@@ -222,9 +228,15 @@ class _NativeHashGridFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         (x01,) = ctx.saved_tensors
-        c = ctx.consts
-        grad_table = ctx.native.backward(grad_out.contiguous(), x01, ctx.n_rows, *c.kernel_args())
-        return None, grad_table, None, None, None
+        table, args = ctx.table, ctx.consts.kernel_args()
+        if table.grad is None:
+            table.grad = torch.zeros_like(table, memory_format=torch.contiguous_format)
+        grad = table.grad
+        if grad.is_contiguous() and grad.dtype == torch.float32 and grad.shape == table.shape:
+            ctx.native.backward_into(grad_out.contiguous(), x01, grad, *args)
+        else:  # a .grad someone else made (another layout or dtype): add a fresh gradient into it
+            grad += ctx.native.backward(grad_out.contiguous(), x01, table.shape[0], *args)
+        return None, None, None, None, None
 
 
 class HashGridEncoding(torch.nn.Module):

@@ -133,8 +133,11 @@ class Trainer:
             if not math.isfinite(loss):  # before the optimizer spreads NaN gradients to every parameter
                 raise self.divergence(f"the loss is {loss}", step=self.step + 1)
             phases.skip()
-            m.precision.step(self.optimizer)
-            self.optimizer.zero_grad(set_to_none=True)
+            if result.n_hard > 0:  # no sample in a graph, no gradient: no Adam step (as with no .grad at all)
+                m.precision.step(self.optimizer)
+            # In place: the native hash-grid backward adds into the table's .grad (field/hashgrid.py), and a
+            # resident buffer costs a memset, a fresh one a page-faulting allocation per step.
+            self.optimizer.zero_grad(set_to_none=False)
             phases.lap("optimizer")
         self.step += 1
         if m.average is not None:

@@ -82,21 +82,24 @@ torch::Tensor hashgrid_forward(torch::Tensor x, torch::Tensor table, torch::Tens
   return out;
 }
 
-torch::Tensor hashgrid_backward(torch::Tensor grad_out, torch::Tensor x, int64_t n_rows, torch::Tensor scales,
-                                torch::Tensor shifts, torch::Tensor sides, torch::Tensor dense, torch::Tensor offsets,
-                                bool zero_outside, int64_t mask) {
+// Adds the table gradient of the samples x, given the gradient of their encodings grad_out (N, L * F), into
+// grad_table (rows, F): what autograd's accumulation into `.grad` would do, without a fresh (rows, F) buffer.
+void hashgrid_backward_into(torch::Tensor grad_out, torch::Tensor x, torch::Tensor grad_table, torch::Tensor scales,
+                            torch::Tensor shifts, torch::Tensor sides, torch::Tensor dense, torch::Tensor offsets,
+                            bool zero_outside, int64_t mask) {
   TORCH_CHECK(grad_out.is_contiguous() && grad_out.scalar_type() == torch::kFloat32);
-  TORCH_CHECK(n_rows < (int64_t{1} << 31), "hash-grid table: more rows than 32-bit indices reach");
+  TORCH_CHECK(grad_table.dim() == 2 && grad_table.is_contiguous() && grad_table.scalar_type() == torch::kFloat32,
+              "hash-grid table gradient: a contiguous float32 (rows, features) tensor");
+  TORCH_CHECK(grad_table.size(0) < (int64_t{1} << 31), "hash-grid table: more rows than 32-bit indices reach");
   const auto levels = read_levels(scales, shifts, sides, dense, offsets, zero_outside);
   const int64_t n = x.size(0), n_levels = static_cast<int64_t>(levels.size());
   const int64_t f = grad_out.size(1) / n_levels;
-  auto grad_table = torch::zeros({n_rows, f}, grad_out.options());
+  TORCH_CHECK(grad_table.size(1) == f && grad_out.size(0) == n, "hash-grid backward: shapes disagree");
   const float* xp = x.data_ptr<float>();
-  const float* gp = grad_out.data_ptr<float>();
   float* tp = grad_table.data_ptr<float>();
   const uint32_t m = static_cast<uint32_t>(mask);
-  // Vector corners need the positions as coordinate rows; the scatter itself stays scalar and in the
-  // same order (sample, then corner), so every row's sum is accumulated exactly as before.
+  const float* gp = grad_out.data_ptr<float>();
+  // Vector corners need the positions as coordinate rows; the scatter itself stays scalar.
   int64_t vector_end = 0;
   std::vector<float> coords;
 #if defined(NGP_OHEM_SIMD)
@@ -111,6 +114,8 @@ torch::Tensor hashgrid_backward(torch::Tensor grad_out, torch::Tensor x, int64_t
 #if defined(NGP_OHEM_SIMD)
     alignas(64) int32_t vidx[8][ngp_ohem::kLanes];
     alignas(64) float vw[8][ngp_ohem::kLanes];
+    int32_t run_row[8] = {-1, -1, -1, -1, -1, -1, -1, -1};  // f == 2: the row each corner is summing, and its sum
+    float run_sum[8][2] = {};
     for (int64_t i0 = 0; i0 < vector_end; i0 += ngp_ohem::kLanes) {
       __m512i ci[8];
       __m512 cw[8];
@@ -120,6 +125,30 @@ torch::Tensor hashgrid_backward(torch::Tensor grad_out, torch::Tensor x, int64_t
         _mm512_store_si512(vidx[c], ci[c]);
         _mm512_store_ps(vw[c], cw[c]);
       }
+      if (f == 2) {
+        // Samples in marching order share corners, most of all at the coarse levels: a corner's row is
+        // summed in registers while it repeats and added to the table when it changes, instead of a
+        // read-modify-write of the same row per sample (a store-to-load chain through memory).
+        for (int j = 0; j < ngp_ohem::kLanes; ++j) {
+          const float* g = gp + (i0 + j) * n_levels * 2 + l * 2;
+          const float g0 = g[0], g1 = g[1];
+          for (int c = 0; c < 8; ++c) {
+            const int32_t r = vidx[c][j];
+            if (r != run_row[c]) {
+              if (run_row[c] >= 0) {
+                tp[2 * static_cast<int64_t>(run_row[c])] += run_sum[c][0];
+                tp[2 * static_cast<int64_t>(run_row[c]) + 1] += run_sum[c][1];
+              }
+              run_row[c] = r;
+              run_sum[c][0] = 0.0f;
+              run_sum[c][1] = 0.0f;
+            }
+            run_sum[c][0] += vw[c][j] * g0;
+            run_sum[c][1] += vw[c][j] * g1;
+          }
+        }
+        continue;
+      }
       for (int j = 0; j < ngp_ohem::kLanes; ++j) {
         const float* g = gp + (i0 + j) * n_levels * f + l * f;
         for (int c = 0; c < 8; ++c) {
@@ -127,6 +156,11 @@ torch::Tensor hashgrid_backward(torch::Tensor grad_out, torch::Tensor x, int64_t
           for (int64_t k = 0; k < f; ++k) row[k] += vw[c][j] * g[k];
         }
       }
+    }
+    for (int c = 0; c < 8; ++c) {  // the open runs
+      if (run_row[c] < 0) continue;
+      tp[2 * static_cast<int64_t>(run_row[c])] += run_sum[c][0];
+      tp[2 * static_cast<int64_t>(run_row[c]) + 1] += run_sum[c][1];
     }
 #endif
     for (int64_t i = vector_end; i < n; ++i) {
@@ -138,10 +172,20 @@ torch::Tensor hashgrid_backward(torch::Tensor grad_out, torch::Tensor x, int64_t
       }
     }
   }
+}
+
+torch::Tensor hashgrid_backward(torch::Tensor grad_out, torch::Tensor x, int64_t n_rows, torch::Tensor scales,
+                                torch::Tensor shifts, torch::Tensor sides, torch::Tensor dense, torch::Tensor offsets,
+                                bool zero_outside, int64_t mask) {
+  TORCH_CHECK(n_rows < (int64_t{1} << 31), "hash-grid table: more rows than 32-bit indices reach");
+  const int64_t f = grad_out.size(1) / std::max<int64_t>(scales.size(0), 1);
+  auto grad_table = torch::zeros({n_rows, f}, grad_out.options());
+  hashgrid_backward_into(grad_out, x, grad_table, scales, shifts, sides, dense, offsets, zero_outside, mask);
   return grad_table;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &hashgrid_forward, "hash grid encoding forward (CPU)");
   m.def("backward", &hashgrid_backward, "hash grid encoding table gradient (CPU)");
+  m.def("backward_into", &hashgrid_backward_into, "hash grid encoding table gradient, added into a tensor (CPU)");
 }
