@@ -246,10 +246,11 @@ class HardSampleMining:
         (score_samples does), else computed here; b is a tensor shape, so they reach the host in one
         copy (the step's only host sync outside ray marching). All-zero hardness selects nothing. When
         at most b samples have non-zero hardness (e.g. most rays terminated early), all of them are
-        taken: the rest carry no gradient. Otherwise the draw is torch.multinomial's own algorithm
-        without replacement, exponential keys q ~ Exp(1) and the b largest g / q (successive draws
-        proportional to g, Efraimidis & Spirakis 2006), with the same generator draws, so the chosen
-        set is the one torch.multinomial(g, b) would return; it comes in ascending order and costs O(B).
+        taken: the rest carry no gradient. Otherwise the draw is torch.multinomial's algorithm without
+        replacement, exponential keys q ~ Exp(1) and the b largest g / q (successive draws proportional
+        to g, Efraimidis & Spirakis 2006), with q = -log(u) from uniform draws (a third of the cost of
+        ``exponential_``, same distribution; a test compares inclusion frequencies with
+        torch.multinomial's). The set comes in ascending order and costs O(B).
         """
         empty = Selection(hardness.new_zeros(0, dtype=torch.long), None)
         if hardness.numel() == 0:
@@ -266,7 +267,8 @@ class HardSampleMining:
             return Selection(index, counts.to(g.dtype) / (b * g[index]))
         if n_nonzero <= b:
             return Selection((hardness > 0).nonzero().squeeze(1), None)
-        keys = g / torch.empty_like(g).exponential_(generator=self.generator)
+        u = torch.empty_like(g).uniform_(generator=self.generator)  # [0, 1): -log(u) > 0, inf for u = 0
+        keys = g / u.log_().neg_()
         return Selection(top_indices(keys, b), None)
 
     # -- the step -------------------------------------------------------------------------------
@@ -283,7 +285,7 @@ class HardSampleMining:
         if n_hard == 0:
             clock.lap("select")
             return StepResult(loss, n, 0, self.tau_ema, render_meter.bytes, clock.seconds)
-        grad_out = grad_raw[chosen.index]
+        grad_out = grad_raw.index_select(0, chosen.index)
         if chosen.scale is not None:
             grad_out = grad_out * chosen.scale[:, None]
         positions, directions = samples.subset(chosen.index)
@@ -292,7 +294,7 @@ class HardSampleMining:
             if features is None:
                 raw_hard = field(positions, directions)
             else:  # the first pass's encoding of these samples, exact: only the MLPs run again
-                raw_hard = field(positions, directions, features=features[chosen.index])
+                raw_hard = field(positions, directions, features=features.index_select(0, chosen.index))
         clock.lap("forward_hard")
         loss_scale(raw_hard).backward(grad_out)  # the authors' scaler.scale(output).backward(gradient)
         clock.lap("backward")

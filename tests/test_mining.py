@@ -229,18 +229,42 @@ def test_top_indices_is_topk_set_in_ascending_order():
     g = torch.Generator().manual_seed(0)
     key = torch.rand(5000, generator=g)
     key[100:140] = 0.5  # ties straddling the cut for some b
-    for b in (0, 1, 7, 120, 2500, 4999, 5000):
+    key[200:900] = 0.0  # hardness zero past early termination
+    key[950] = float("inf")  # a uniform draw of 0
+    for b in (0, 1, 7, 120, 2500, 4300, 4999, 5000):
         got = top_indices(key, b)
         assert got.numel() == b and bool((got[1:] > got[:-1]).all())
         expected = torch.topk(key, b).values
         torch.testing.assert_close(key[got].sort(descending=True).values, expected)
 
 
-def test_hard_set_is_the_one_torch_multinomial_draws():
-    """The O(B) selection keeps torch.multinomial's algorithm and generator draws: the same set."""
+def test_hard_set_is_the_b_largest_exponential_keys_of_the_generator_draws():
+    """The selection is the b largest g / -log(u), u the generator's uniform draws, in ascending order."""
     hardness = torch.rand(3000, generator=torch.Generator().manual_seed(5)) ** 4
+    hardness[::7] = 0.0  # samples past early termination
     chosen = HardSampleMining(generator=torch.Generator().manual_seed(6)).select(hardness)
     twin = HardSampleMining(generator=torch.Generator().manual_seed(6))
     b = twin.update_batch_size(hardness.numel(), float(hardness.square().sum() / hardness.sum() ** 2))
-    drawn = torch.multinomial(hardness / hardness.sum(), b, replacement=False, generator=twin.generator)
-    assert torch.equal(chosen.index, drawn.sort().values)
+    u = torch.empty(hardness.numel()).uniform_(generator=twin.generator)
+    keys = (hardness / hardness.sum()) / -torch.log(u)
+    assert torch.equal(chosen.index, torch.topk(keys, b).indices.sort().values)
+
+
+def test_hard_set_is_drawn_as_torch_multinomial_draws_without_replacement():
+    """Inclusion frequencies of each sample over many selections match torch.multinomial's (same
+    weights, same b), within 5 standard errors: the same distribution of sets."""
+    hardness = torch.tensor([8.0, 4.0, 2.0, 1.0, 1.0, 0.5, 0.25, 0.0])
+    trials, b = 4000, 3
+    miner = HardSampleMining(generator=torch.Generator().manual_seed(1))
+    miner.update_batch_size = lambda n, sum_g2: b  # b fixed: only the draw is under test
+    ours = torch.zeros(hardness.numel())
+    theirs = torch.zeros(hardness.numel())
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(trials):
+        ours[miner.select(hardness).index] += 1
+        theirs[torch.multinomial(hardness, b, replacement=False, generator=gen)] += 1
+    p_ours, p_theirs = ours / trials, theirs / trials
+    se = ((p_ours * (1 - p_ours) + p_theirs * (1 - p_theirs)) / trials).sqrt().clamp(min=1e-3)
+    assert bool(((p_ours - p_theirs).abs() <= 5 * se).all()), (p_ours, p_theirs)
+    assert ours[-1] == 0  # zero hardness is never drawn
+    assert ours.sum() == trials * b

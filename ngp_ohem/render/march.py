@@ -119,7 +119,7 @@ class PackedSamples:
 
     def subset(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Positions and directions of a subset of samples (what a network call needs)."""
-        return self.positions[index], self.directions[index]
+        return self.positions.index_select(0, index), self.directions.index_select(0, index)
 
 
 def ray_box_intersection(origins: torch.Tensor, dirs: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor]:

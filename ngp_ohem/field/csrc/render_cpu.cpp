@@ -16,6 +16,7 @@
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -361,6 +362,31 @@ std::vector<torch::Tensor> hardness(torch::Tensor raw, torch::Tensor deltas, tor
 
 // The b largest of key (N,), as indices in ascending order: the set torch.topk picks (up to ties), in the
 // order the samples were marched, so the hard pass gathers ray-coherent positions. O(N) (nth_element).
+// The b-th largest of n non-negative float keys, by radix selection on their bit patterns (for non-negative
+// IEEE floats the order of the patterns is the order of the values): three histogram passes of 11, 11 and 10
+// bits, each narrowing to the bucket that holds it. O(n) with no data movement, unlike nth_element.
+static uint32_t kth_largest_bits(const uint32_t* bits, int64_t n, int64_t b) {
+  uint32_t prefix = 0, prefix_mask = 0;
+  int64_t rank = b;  // the rank wanted among the keys that match the prefix so far
+  constexpr int kPasses = 3;
+  constexpr int kShift[kPasses] = {21, 10, 0}, kWidth[kPasses] = {11, 11, 10};
+  std::vector<int64_t> hist(1 << 11);
+  for (int p = 0; p < kPasses; ++p) {
+    const uint32_t buckets = 1u << kWidth[p], field = buckets - 1;
+    std::fill(hist.begin(), hist.begin() + buckets, 0);
+    for (int64_t i = 0; i < n; ++i)
+      if ((bits[i] & prefix_mask) == prefix) ++hist[(bits[i] >> kShift[p]) & field];
+    uint32_t bucket = buckets;
+    while (bucket-- > 0) {  // from the largest bucket down until it holds the rank-th largest
+      if (rank <= hist[bucket]) break;
+      rank -= hist[bucket];
+    }
+    prefix |= bucket << kShift[p];
+    prefix_mask |= field << kShift[p];
+  }
+  return prefix;
+}
+
 torch::Tensor top_indices(torch::Tensor key, int64_t b) {
   TORCH_CHECK(key.dim() == 1 && key.is_contiguous() && key.scalar_type() == torch::kFloat32, "key: f32 (N,)");
   const int64_t n = key.size(0);
@@ -368,16 +394,19 @@ torch::Tensor top_indices(torch::Tensor key, int64_t b) {
   auto out = torch::empty({b}, torch::kInt64);
   if (b == 0) return out;
   const float* kp = key.data_ptr<float>();
-  std::vector<float> scratch(kp, kp + n);
-  std::nth_element(scratch.begin(), scratch.begin() + (n - b), scratch.end());
-  const float kth = scratch[n - b];  // the b-th largest
+  std::vector<uint32_t> bits(n);
+  for (int64_t i = 0; i < n; ++i) {
+    TORCH_CHECK(kp[i] >= 0.0f, "top_indices: keys must be non-negative numbers (got ", kp[i], " at ", i, ")");
+    std::memcpy(&bits[i], kp + i, sizeof(float));
+  }
+  const uint32_t kth = kth_largest_bits(bits.data(), n, b);  // the b-th largest key's bits
   int64_t above = 0;
-  for (int64_t i = 0; i < n; ++i) above += kp[i] > kth;
+  for (int64_t i = 0; i < n; ++i) above += bits[i] > kth;
   int64_t ties = b - above;  // how many keys equal to kth to take, first ones first
   int64_t* op = out.data_ptr<int64_t>();
   int64_t m = 0;
   for (int64_t i = 0; i < n && m < b; ++i) {
-    if (kp[i] > kth || (kp[i] == kth && ties-- > 0)) op[m++] = i;
+    if (bits[i] > kth || (bits[i] == kth && ties-- > 0)) op[m++] = i;
   }
   return out;
 }
