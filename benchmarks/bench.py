@@ -154,7 +154,7 @@ def phase_split(scene_dir: Path, n_samples: int, steps: int = 32) -> dict[str, d
 
 def format_phase_split(split: dict[str, dict[str, float]]) -> str:
     """A Markdown table: one row per phase, one column per method."""
-    order = ["sample_and_march", "forward", "forward_all", "select", "forward_hard", "backward", "optimizer"]
+    order = ["sample_and_march", "forward", "forward_all", "score", "select", "forward_hard", "backward", "optimizer"]
     order += ["grid_update", "other", "total"]
     lines = ["| phase (ms per step) | " + " | ".join(split) + " |", "|---|" + "---:|" * len(split)]
     for phase in order:

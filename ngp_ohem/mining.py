@@ -279,6 +279,7 @@ class HardSampleMining:
         clock.lap("forward_all")
         with GraphBytesMeter(field.parameters()) as render_meter:  # 0 for the fused CPU scoring: no graph
             scores = score_samples(raw, samples, target, background)
+        clock.lap("score")
         loss, grad_raw = scores.loss, scores.grad_raw
         chosen = self.select(scores.hardness, scores.sums)
         n, n_hard = samples.n_samples, int(chosen.index.numel())

@@ -192,7 +192,7 @@ def test_profiling_reports_every_phase():
     start = time.perf_counter()
     result = HardSampleMining(profile=True).backward(tiny_field(), samples, target, bg)
     elapsed = time.perf_counter() - start
-    assert set(result.phase_seconds) == {"forward_all", "select", "forward_hard", "backward"}
+    assert set(result.phase_seconds) == {"forward_all", "score", "select", "forward_hard", "backward"}
     base = FullBatch(profile=True).backward(tiny_field(), samples, target, bg)
     assert set(base.phase_seconds) == {"forward", "backward"}
     # Every phase was timed, and the phases are disjoint spans of the one call.

@@ -274,7 +274,16 @@ def test_profiled_steps_split_the_whole_step_into_phases(small_blender: Path, tm
         trainer.train_step()
     elapsed = time.perf_counter() - start
     phases = trainer.trace.window.phases
-    expected = {"sample_and_march", "forward_all", "select", "forward_hard", "backward", "optimizer", "grid_update"}
+    expected = {
+        "sample_and_march",
+        "forward_all",
+        "score",
+        "select",
+        "forward_hard",
+        "backward",
+        "optimizer",
+        "grid_update",
+    }
     assert set(phases) == expected and all(v > 0 for v in phases.values())
     # Disjoint spans that cover the step: a phase counted twice or a span left out breaks one bound.
     assert 0.8 * elapsed <= sum(phases.values()) <= elapsed

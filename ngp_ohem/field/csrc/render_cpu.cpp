@@ -395,10 +395,10 @@ torch::Tensor top_indices(torch::Tensor key, int64_t b) {
   if (b == 0) return out;
   const float* kp = key.data_ptr<float>();
   std::vector<uint32_t> bits(n);
-  for (int64_t i = 0; i < n; ++i) {
-    TORCH_CHECK(kp[i] >= 0.0f, "top_indices: keys must be non-negative numbers (got ", kp[i], " at ", i, ")");
-    std::memcpy(&bits[i], kp + i, sizeof(float));
-  }
+  std::memcpy(bits.data(), kp, n * sizeof(float));
+  uint32_t worst = 0;  // a set sign bit (negative) or a pattern above +inf's (NaN) wins
+  for (int64_t i = 0; i < n; ++i) worst = std::max(worst, bits[i]);
+  TORCH_CHECK(worst <= 0x7f800000u, "top_indices: keys must be non-negative numbers or +inf (a negative or NaN key)");
   const uint32_t kth = kth_largest_bits(bits.data(), n, b);  // the b-th largest key's bits
   int64_t above = 0;
   for (int64_t i = 0; i < n; ++i) above += bits[i] > kth;
