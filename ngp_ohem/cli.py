@@ -141,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary_path = out / "summary.json"
     if not args.force:
         done = _finished_summary(summary_path)
-        if done.get("status") == "complete" and done.get("config") == cfg.raw:
+        if done.get("status") == "complete" and done.get("config") == cfg.to_dict():
             print(f"ngp-ohem: {out} already holds this finished run; nothing to do (--force retrains)", file=sys.stderr)
             return 0
     lock = lock_run_folder(out)  # before --force deletes anything a live run might own

@@ -1,10 +1,13 @@
-"""Run configuration: defaults, presets, overrides, and JSON-Schema validation.
+"""Run configuration: typed sections, presets, overrides, and JSON-Schema validation.
 
-A run's configuration is a nested dict validated against :data:`SCHEMA` (unknown keys and
-out-of-range values are rejected with a message naming the key) and then frozen into
-:class:`RunConfig`. Two presets exist because the paper's GPU settings do not fit a 2-core CPU:
-``paper`` (the authors' recipe, item by item in ngp_ohem/recipe.py: 2^19 table, 128^3 grid, 2^18 samples) and
-``cpu`` (smaller table and grid, 2^16 samples per step). ``auto`` picks by device.
+Every key is a field of one frozen dataclass below (:class:`RunConfig` for the scalar keys, one class per
+core section, the strategies' sections from ngp_ohem/strategies): its type, default, JSON-Schema bounds and
+a line of doc sit together, and :func:`schema` and :func:`defaults` are generated from them
+(ngp_ohem/settings.py). A run's configuration is a nested dict (defaults, a preset, overrides) validated
+against :func:`schema` (an unknown key or an out-of-range value is an error naming the dotted key) and
+loaded into :class:`RunConfig`. Two presets exist because the paper's GPU settings do not fit a 2-core CPU:
+``paper`` (the authors' recipe, item by item in ngp_ohem/recipe.py: 2^19 table, 128^3 grid, 2^18 samples)
+and ``cpu`` (smaller table and grid, 2^16 samples per step). ``auto`` (the CLI's) picks by device.
 """
 
 from __future__ import annotations
@@ -17,175 +20,170 @@ from typing import Any
 
 import jsonschema
 
-from ngp_ohem import strategies
+from ngp_ohem import settings, strategies
 from ngp_ohem.errors import ConfigError
 from ngp_ohem.names import PRECISIONS
+from ngp_ohem.settings import BOOL, FRACTION, NON_NEG_INT, POS_INT, POS_NUM, UNIT, section, setting
+from ngp_ohem.strategies import Settings
 
 _SCIENTIFIC = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+")
-_POS_INT = {"type": "integer", "minimum": 1}
-_POS_NUM = {"type": "number", "exclusiveMinimum": 0}
-_FRACTION = {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
 
 
-def _section(props: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "additionalProperties": False, "properties": props}
+def _one_of(*values: Any) -> dict[str, Any]:
+    return {"enum": list(values)}
+
+
+def _or(schema: dict[str, Any], *values: Any) -> dict[str, Any]:
+    """A number (or boolean) in ``schema``, or one of the words ``values`` (e.g. "auto")."""
+    words = [{"const": v} for v in values] if len(values) == 1 else [{"enum": list(values)}]
+    return {"anyOf": [schema, *words]}
+
+
+def _method_schema() -> dict[str, Any]:
+    """The registered arms, read at each call: an arm registered later (e.g. by a test) is valid."""
+    return {"enum": list(strategies.names())}
+
+
+# -- the core sections ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FieldSettings:
+    """The radiance field: hash grid and MLPs (ngp_ohem/field; the authors' values in recipe.py)."""
+
+    n_levels: int = setting(16, POS_INT, "hash-grid levels")
+    n_features: int = setting(2, POS_INT, "features per level")
+    log2_table_size: int = setting(19, {"type": "integer", "minimum": 8, "maximum": 24}, "log2 of rows per level")
+    base_resolution: int = setting(16, POS_INT, "coarsest level's resolution")
+    max_resolution_per_bound: float = setting(2048.0, POS_NUM, "finest level's resolution per unit of bound")
+    hidden: int = setting(64, POS_INT, "width of the density MLP")
+    geo_features: int = setting(15, POS_INT, "density-MLP outputs fed to the colour MLP besides density")
+    density_layers: int = setting(2, POS_INT, "hidden layers of the density MLP")
+    color_layers: int = setting(2, POS_INT, "hidden layers of the colour MLP")
+    color_hidden: int = setting(32, NON_NEG_INT, "width of the colour MLP (0: as hidden)")
+    grid_convention: str = setting("gridencoder", _one_of("tcnn", "gridencoder"),
+                                   "the authors' lattice (field/hashgrid.py); tcnn: Instant-NGP's")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Ray marching, the occupancy grid and the rays per step (ngp_ohem/render)."""
+
+    grid_resolution: int = setting(128, {"type": "integer", "minimum": 8, "maximum": 512}, "occupancy cells a side")
+    max_steps: int = setting(1024, POS_INT, "marching steps across the box")
+    target_samples: int = setting(1 << 18, POS_INT, "samples per training step (sets the rays per step)")
+    initial_rays: int = setting(4096, POS_INT, "rays of the first step")
+    min_rays: int = setting(256, POS_INT, "fewest rays per step")
+    max_rays: int = setting(1 << 16, POS_INT, "most rays per step")
+    grid_warmup_steps: int = setting(256, NON_NEG_INT, "steps whose grid updates visit every cell")
+    grid_update_every: int = setting(16, POS_INT, "steps between occupancy-grid updates")
+    grid_ramp: bool = setting(False, BOOL, "True: Instant-NGP's every-step start (render/occupancy.py)")
+    grid_cascades: int | str = setting("auto", _or({"type": "integer", "minimum": 1, "maximum": 16}, "auto"),
+                                       "nested grids; auto: the authors' 1 + ceil(log2 bound)")  # fmt: skip
+    grid_max_density: float | str = setting(10.0, _or(POS_NUM, "optical"),
+                                            "occupancy threshold min(mean, this); optical: 0.01 / step")  # fmt: skip
+    llff_cone_angle: float = setting(1.0 / 256, UNIT, "cone_angle auto on LLFF and Mip-NeRF 360 (0 on Blender)")
+    train_background: str = setting("auto", _one_of("auto", "random", "white"),
+                                    "the authors' per dataset: white on Blender / LLFF, random on 360")  # fmt: skip
+    t_threshold: float = setting(1e-4, FRACTION, "transmittance below which a ray stops")
+    cone_angle: float | str = setting("auto", _or(UNIT, "auto"),
+                                      "auto: 0 on Blender, llff_cone_angle on LLFF / 360 (protocol.py)")  # fmt: skip
+    min_step: str = setting("unit", _one_of("unit", "box"),
+                            "smallest step: unit 2 sqrt(3) / max_steps (the authors'), box: that x bound")  # fmt: skip
+    camera_near_far: bool | str = setting("auto", _or(BOOL, "auto"),
+                                          "rays only between each camera's nearest and farthest sparse point; "
+                                          "auto: on Mip-NeRF 360")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FrameSettings:
+    """The world frame of a scene (data/rescale.py)."""
+
+    blender_scale: float | str = setting("authors", _or(POS_NUM, "file", "authors"),
+                                         "authors: Blender worlds scaled 0.8 (0.7 hotdog, ship), box [-1, 1]^3 "
+                                         "with bound auto; file: as loaded (bound 1.5, unscaled)")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """Adam and its learning-rate schedule (run/trainer.py)."""
+
+    lr: float = setting(4e-3, POS_NUM, "learning rate")
+    eps: float = setting(1e-15, POS_NUM, "Adam's eps")
+    beta1: float = setting(0.9, FRACTION, "Adam's beta1")
+    beta2: float = setting(0.999, FRACTION, "Adam's beta2")
+    lr_final_factor: float = setting(1.0, FRACTION, "lr at the end of the budget over lr (exponential decay; 1: none)")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """When and on what the run is evaluated (run/evaluation.py, ema.py)."""
+
+    n_evals: int = setting(8, POS_INT, "evaluations on a geometric schedule, the final one included")
+    first_fraction: float = setting(1 / 64, FRACTION, "the first evaluation's share of the budget")
+    subset_views: int = setting(8, POS_INT, "test views of an intermediate evaluation")
+    final_views: int = setting(0, NON_NEG_INT, "test views of the final evaluation (0: all)")
+    chunk_rays: int = setting(1 << 14, POS_INT, "rays rendered at once")
+    ema_decay: float = setting(0.95, {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+                               "decay of the evaluated EMA of the weights (0: the raw weights)")  # fmt: skip
+    ema_every: int | str = setting("epoch", _or(POS_INT, "epoch"), "steps between EMA updates; epoch: one pass")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A run's configuration: the scalar keys, one typed section each (``cfg.render.max_steps``) and the
+    registered arms' sections in ``arms`` (``cfg.arms["mining"].min_fraction``). :meth:`to_dict` is the one
+    dict view (summary.json, checkpoints, recipe deviations); :meth:`from_dict` the strict way back."""
+
+    method: str = setting("baseline", _method_schema, "training strategy: a registered arm (ngp_ohem/strategies)")
+    seed: int = setting(0, {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}, "random seed")
+    budget_s: float = setting(60.0, POS_NUM, "training seconds (evaluation excluded)")
+    device: str = setting("auto", _one_of("auto", "cpu", "cuda"), "auto: cuda when torch sees one")
+    backend: str = setting("auto", _one_of("auto", "torch", "tcnn"), "field backend; auto: tcnn on CUDA if installed")
+    threads: int = setting(0, NON_NEG_INT, "torch CPU threads (0: torch's default)")
+    downscale: int = setting(1, POS_INT, "image downscale factor")
+    bound: float | str = setting("auto", {"anyOf": [{"const": "auto"}, POS_NUM]},
+                                 "half side of the scene box; auto: the format's (Blender 1.5, LLFF 4, Mip-NeRF 360 "
+                                 "8; config/paper_360.yaml sets the authors' per scene)")  # fmt: skip
+    profile: bool = setting(False, BOOL, "record per-phase step times (syncs CUDA per phase)")
+    precision: str = setting("mixed", _one_of(*PRECISIONS),
+                             "mixed: network calls under autocast, fp16 + GradScaler on CUDA, bf16 on CPU")  # fmt: skip
+    field: FieldSettings = section(FieldSettings, "the radiance field")
+    render: RenderSettings = section(RenderSettings, "marching, occupancy grid, rays per step")
+    frame: FrameSettings = section(FrameSettings, "the scene's world frame")
+    optim: OptimSettings = section(OptimSettings, "the optimizer")
+    eval: EvalSettings = section(EvalSettings, "the evaluation schedule and weights")
+    checkpoint_every_s: float = setting(15.0, POS_NUM,
+                                        "training seconds between checkpoints: what a kill -9 can lose")  # fmt: skip
+    step_limit: int = setting(0, NON_NEG_INT, "0: none; >0 stops after that many steps within the budget")
+    strict_clock: bool = setting(False, BOOL, "fail (and discard) a run whose clock other processes shared")
+    adaptive_threads: bool = setting(True, BOOL, "run on the free cores while other processes hold some")
+    arms: dict[str, Settings] = settings.sections(strategies.sections, "each registered arm's section, by name")
+    preset: str | None = setting(None, {"type": "string"}, "the preset the run started from (build_config)",
+                                 optional=True)  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """The typed config of a full config dict (a ConfigError naming any unknown or missing key)."""
+        return settings.from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The nested dict of every key: what summary.json and checkpoints record."""
+        return settings.to_dict(self)
+
+    def strategy_settings(self) -> Settings | None:
+        """The configured method's section (None for an arm without one, as the baseline)."""
+        name = strategies.get(self.method).section
+        return None if name is None else self.arms[name]
 
 
 def schema() -> dict[str, Any]:
-    """The run-config schema; ``method`` and the strategies' sections come from the registry
-    (ngp_ohem/strategies), so an arm registered later (e.g. by a test) is part of it."""
-    return _section({**_SCHEMA_CORE, "method": {"enum": list(strategies.names())}, **_strategy_schemas()})
-
-
-def _strategy_schemas() -> dict[str, Any]:
-    return {name: strategies.section_schema(cls) for name, cls in strategies.sections().items()}
-
-
-_SCHEMA_CORE: dict[str, Any] = {
-    "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
-    "budget_s": _POS_NUM,
-    "device": {"enum": ["auto", "cpu", "cuda"]},
-    "backend": {"enum": ["auto", "torch", "tcnn"]},
-    "threads": {"type": "integer", "minimum": 0},
-    "downscale": _POS_INT,
-    "bound": {"anyOf": [{"const": "auto"}, _POS_NUM]},
-    "profile": {"type": "boolean"},
-    "precision": {"enum": list(PRECISIONS)},
-    "field": _section(
-        {
-            "n_levels": _POS_INT,
-            "n_features": _POS_INT,
-            "log2_table_size": {"type": "integer", "minimum": 8, "maximum": 24},
-            "base_resolution": _POS_INT,
-            "max_resolution_per_bound": _POS_NUM,
-            "hidden": _POS_INT,
-            "geo_features": _POS_INT,
-            "density_layers": _POS_INT,
-            "color_layers": _POS_INT,
-            "color_hidden": {"type": "integer", "minimum": 0},
-            "grid_convention": {"enum": ["tcnn", "gridencoder"]},
-        }
-    ),
-    "render": _section(
-        {
-            "grid_resolution": {"type": "integer", "minimum": 8, "maximum": 512},
-            "max_steps": _POS_INT,
-            "target_samples": _POS_INT,
-            "initial_rays": _POS_INT,
-            "min_rays": _POS_INT,
-            "max_rays": _POS_INT,
-            "grid_warmup_steps": {"type": "integer", "minimum": 0},
-            "grid_update_every": _POS_INT,
-            "grid_ramp": {"type": "boolean"},
-            "grid_cascades": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 16}, {"const": "auto"}]},
-            "grid_max_density": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"const": "optical"}]},
-            "llff_cone_angle": {"type": "number", "minimum": 0, "maximum": 1},
-            "train_background": {"enum": ["auto", "random", "white"]},
-            "t_threshold": _FRACTION,
-            "cone_angle": {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"const": "auto"}]},
-            "min_step": {"enum": ["unit", "box"]},
-            "camera_near_far": {"anyOf": [{"type": "boolean"}, {"const": "auto"}]},
-        }
-    ),
-    "frame": _section(
-        {
-            "blender_scale": {"anyOf": [_POS_NUM, {"enum": ["file", "authors"]}]},
-        }
-    ),
-    "optim": _section(
-        {"lr": _POS_NUM, "eps": _POS_NUM, "beta1": _FRACTION, "beta2": _FRACTION, "lr_final_factor": _FRACTION}
-    ),
-    "eval": _section(
-        {
-            "n_evals": _POS_INT,
-            "first_fraction": _FRACTION,
-            "subset_views": _POS_INT,
-            "final_views": {"type": "integer", "minimum": 0},
-            "chunk_rays": _POS_INT,
-            "ema_decay": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
-            "ema_every": {"anyOf": [_POS_INT, {"const": "epoch"}]},
-        }
-    ),
-    "checkpoint_every_s": _POS_NUM,
-    "step_limit": {"type": "integer", "minimum": 0},
-    "strict_clock": {"type": "boolean"},
-    "adaptive_threads": {"type": "boolean"},
-    "preset": {"type": "string"},  # set by build_config: the preset the run started from
-}
-
-_DEFAULTS_CORE: dict[str, Any] = {
-    "method": "baseline",
-    "seed": 0,
-    "budget_s": 60.0,
-    "device": "auto",
-    "backend": "auto",
-    "threads": 0,
-    "downscale": 1,
-    # Half side of the scene box; "auto": the format's (Blender 1.5, LLFF 4, Mip-NeRF 360 8). The authors'
-    # 360 script uses 8 (indoor) or 16 (outdoor) per scene: config/paper_360.yaml sets it per scene.
-    "bound": "auto",
-    "profile": False,
-    "precision": "mixed",  # network calls under autocast: fp16 + GradScaler on CUDA, bf16 on CPU (precision.py)
-    "field": {
-        "n_levels": 16,
-        "n_features": 2,
-        "log2_table_size": 19,
-        "base_resolution": 16,
-        "max_resolution_per_bound": 2048.0,
-        "hidden": 64,
-        "geo_features": 15,
-        "density_layers": 2,
-        "color_layers": 2,
-        "color_hidden": 32,
-        "grid_convention": "gridencoder",  # the authors' lattice (ngp_ohem/field/hashgrid.py); "tcnn": Instant-NGP's
-    },
-    "render": {
-        "grid_resolution": 128,
-        "max_steps": 1024,
-        "target_samples": 1 << 18,
-        "initial_rays": 4096,
-        "min_rays": 256,
-        "max_rays": 1 << 16,
-        "grid_warmup_steps": 256,
-        "grid_update_every": 16,
-        "grid_ramp": False,  # True: Instant-NGP's every-step start (render/occupancy.py)
-        "grid_cascades": "auto",  # nested grids; "auto": the authors' 1 + ceil(log2 bound)
-        "grid_max_density": 10.0,  # occupancy threshold min(mean, this); "optical": 0.01 / step size
-        "llff_cone_angle": 1.0 / 256,  # cone_angle "auto" on LLFF and Mip-NeRF 360 (0 on Blender)
-        "train_background": "auto",  # the authors' per dataset: white on Blender / LLFF, random on 360
-        "t_threshold": 1e-4,
-        "cone_angle": "auto",  # per dataset: 0 on Blender, llff_cone_angle on LLFF / 360 (protocol.cone_angle)
-        # Smallest marching step: "unit" 2 sqrt(3) / max_steps (the authors'), "box" that times the bound.
-        "min_step": "unit",
-        # Each camera's rays only between its nearest and farthest sparse point; "auto": on Mip-NeRF 360.
-        "camera_near_far": "auto",
-    },
-    # Blender scenes in the authors' frame: world scaled 0.8 (0.7 hotdog, ship), and with bound "auto" the box
-    # [-1, 1]^3; "file": as loaded (bound 1.5, unscaled). See data/rescale.py.
-    "frame": {"blender_scale": "authors"},
-    "optim": {"lr": 4e-3, "eps": 1e-15, "beta1": 0.9, "beta2": 0.999, "lr_final_factor": 1.0},
-    "eval": {
-        "n_evals": 8,
-        "first_fraction": 1 / 64,
-        "subset_views": 8,
-        "final_views": 0,
-        "chunk_rays": 1 << 14,
-        # Evaluate an EMA of the weights (0: the raw weights), updated every ema_every steps (ema.py).
-        "ema_decay": 0.95,
-        "ema_every": "epoch",
-    },
-    # Training seconds between checkpoints: what a kill -9 can lose (a checkpoint pauses the clock).
-    "checkpoint_every_s": 15.0,
-    "step_limit": 0,  # 0: none; >0 stops after that many steps even within the budget (regression checks)
-    "strict_clock": False,  # fail (and discard) a run whose clock other processes shared (see clock.py)
-    "adaptive_threads": True,  # run on the free cores while other processes hold some (see threads.py)
-}
+    """The run-config JSON Schema, generated from :class:`RunConfig`; ``method`` and the strategies'
+    sections come from the registry, so an arm registered later (e.g. by a test) is part of it."""
+    return settings.schema_of(RunConfig)
 
 
 def defaults() -> dict[str, Any]:
-    """Every key's default: the core's, then each registered strategy's section (its dataclass defaults)."""
-    sections = {name: strategies.section_defaults(cls) for name, cls in strategies.sections().items()}
-    return {**copy.deepcopy(_DEFAULTS_CORE), **sections}
+    """Every key's default (the dataclasses'), the registered strategies' sections included."""
+    return settings.defaults_of(RunConfig)
 
 
 #: The defaults of the built-in arms (``defaults()`` also covers arms registered later).
@@ -254,7 +252,11 @@ def _non_finite(config: dict[str, Any], prefix: str = "") -> str | None:
 
 
 def validate(config: dict[str, Any]) -> None:
-    """Raise ConfigError naming the offending key when ``config`` does not match :func:`schema`."""
+    """Raise ConfigError naming the offending key when ``config`` does not match :func:`schema`: an unknown
+    key first, by its dotted path and the closest valid one (a typo must not pass as a missing default)."""
+    unknown = settings.unknown_key(RunConfig, config)
+    if unknown:
+        raise ConfigError(unknown)
     bad = _non_finite(config)
     if bad:
         raise ConfigError(f"invalid config value at '{bad}': must be a finite number")
@@ -271,21 +273,8 @@ def check_consistent(config: dict[str, Any]) -> None:
     strategies.check_settings(config)
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """A validated configuration; sections stay plain dicts (they mirror the schema one to one)."""
-
-    raw: dict[str, Any]
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.raw[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
 def build_config(preset: str, *overrides: dict[str, Any]) -> RunConfig:
-    """Defaults, then a preset, then each override in turn; validated."""
+    """Defaults, then a preset, then each override in turn; validated, then typed."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
     base = defaults()
@@ -297,4 +286,4 @@ def build_config(preset: str, *overrides: dict[str, Any]) -> RunConfig:
     validate(merged)
     merged = strategies.apply_implied(merged, overrides)  # e.g. hsm_unbiased: mining.unbiased true
     check_consistent(merged)
-    return RunConfig(merged)
+    return RunConfig.from_dict(merged)

@@ -62,6 +62,29 @@ def test_bad_set_override(blender_scene_dir: Path, tmp_path: Path, capsys: pytes
     assert "key=value" in one_line_error(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize(
+    ("how", "key", "suggestion"),
+    [
+        (("--set", "render.target_sampels=1024"), "render.target_sampels", "render.target_samples"),
+        (("--set", "budget_sec=30"), "budget_sec", "budget_s"),
+        (("--config", "render:\n  grid_resolutoin: 32\n"), "render.grid_resolutoin", "render.grid_resolution"),
+        (("--config", "chekpoint_every_s: 5\n"), "chekpoint_every_s", "checkpoint_every_s"),
+    ],
+)
+def test_a_typo_in_a_key_is_one_line_naming_it(
+    how: tuple[str, str], key: str, suggestion: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flag, value = how
+    if flag == "--config":
+        (tmp_path / "typo.yaml").write_text(value)
+        value = str(tmp_path / "typo.yaml")
+    # Rejected before the data folder is looked at (it does not exist) and before the run folder is made.
+    assert main(train_args(tmp_path / "scene", tmp_path / "run", "--preset", "cpu", flag, value)) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert f"unknown config key '{key}' (did you mean '{suggestion}'?)" in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_unreadable_config_file(blender_scene_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(train_args(blender_scene_dir, tmp_path / "run", "--config", str(tmp_path / "nope.yaml"))) == 2
     assert "nope.yaml" in one_line_error(capsys.readouterr().err)

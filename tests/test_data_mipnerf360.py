@@ -228,15 +228,15 @@ def test_cameras_at_one_point_cannot_be_framed() -> None:
 
 # -- the authors' 360 settings in the config and the protocol ----------------------------------------
 def test_config_and_protocol_give_the_authors_360_settings() -> None:
-    paper = build_config("paper").raw
-    assert paper["bound"] == "auto" and build_config("paper", {"bound": 16}).raw["bound"] == 16
+    paper = build_config("paper")
+    assert paper.bound == "auto" and build_config("paper", {"bound": 16}).bound == 16
     for bad in (0, -8, "big"):
         with pytest.raises(ConfigError, match="'bound'"):
             build_config("paper", {"bound": bad})
-    r = paper["render"]
-    assert protocol.cone_angle("mipnerf360", r["cone_angle"], r["llff_cone_angle"]) == pytest.approx(1 / 256)
-    assert protocol.cone_angle("blender", r["cone_angle"], r["llff_cone_angle"]) == 0.0
-    kinds = {d: protocol.train_background_kind(r["train_background"], d) for d in ("blender", "llff", "mipnerf360")}
+    r = paper.render
+    assert protocol.cone_angle("mipnerf360", r.cone_angle, r.llff_cone_angle) == pytest.approx(1 / 256)
+    assert protocol.cone_angle("blender", r.cone_angle, r.llff_cone_angle) == 0.0
+    kinds = {d: protocol.train_background_kind(r.train_background, d) for d in ("blender", "llff", "mipnerf360")}
     assert kinds == {"blender": "white", "llff": "white", "mipnerf360": "random"}
     assert protocol.train_background_kind("white", "mipnerf360") == "white"
 

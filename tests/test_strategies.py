@@ -81,7 +81,7 @@ def test_a_registered_toy_arm_reaches_the_cli_the_schema_and_the_tables(toy_arm)
     with pytest.raises(ConfigError, match=r"'toy\.rate'"):
         build_config("cpu", {"method": "toy", "toy": {"rate": 2}})
     cfg = build_config("cpu", {"method": "toy", "toy": {"rate": 0.25}})
-    assert strategies.get("toy").settings_of(cfg.raw) == ToySettings(rate=0.25)
+    assert cfg.strategy_settings() == cfg.arms["toy"] == ToySettings(rate=0.25)
     assert isinstance(build_strategy(cfg, torch.Generator()), ToyStrategy)
     rows = []
     for method, psnr in (("baseline", 20.0), ("hsm", 21.0), ("toy", 22.0)):
@@ -109,7 +109,7 @@ def test_every_arm_builds_from_its_registry_entry() -> None:
         ({"soft_mining": {"uniform_fraction": 0.6, "reset_fraction": 0.6}}, "soft_mining.uniform_fraction"),
         ({"error_map": {"resolution": 0}}, "error_map.resolution"),
         ({"error_map": {"ema": 0}}, "error_map.ema"),
-        ({"error_map": {"cells": 8}}, "error_map"),
+        ({"error_map": {"cells": 8}}, "error_map.cells"),
         ({"method": "hsm_unbiased", "mining": {"unbiased": False}}, "mining.unbiased"),
         ({"method": "soft_minning"}, "method"),
     ],
@@ -123,7 +123,7 @@ def test_bad_hyper_parameters_are_rejected_by_name(override: dict, key: str) -> 
 
 def test_hsm_unbiased_is_hsm_with_the_flag_fixed_and_the_flag_still_works() -> None:
     cfg = build_config("cpu", {"method": "hsm_unbiased"})
-    assert cfg.mining["unbiased"] is True
+    assert cfg.arms["mining"].unbiased is True
     assert build_strategy(cfg, torch.Generator()).unbiased
     flagged = build_strategy(build_config("cpu", {"method": "hsm", "mining": {"unbiased": True}}), torch.Generator())
     assert isinstance(flagged, HardSampleMining) and flagged.unbiased

@@ -44,23 +44,23 @@ def resolve_device(name: str) -> torch.device:
 def field_spec(cfg: RunConfig, bound: float) -> FieldSpec:
     f = cfg.field
     grid = HashGridSpec(
-        n_levels=f["n_levels"],
-        n_features=f["n_features"],
-        log2_table_size=f["log2_table_size"],
-        base_resolution=f["base_resolution"],
-        max_resolution=max(f["base_resolution"] + 1, round(f["max_resolution_per_bound"] * bound)),
-        convention=f["grid_convention"],
+        n_levels=f.n_levels,
+        n_features=f.n_features,
+        log2_table_size=f.log2_table_size,
+        base_resolution=f.base_resolution,
+        max_resolution=max(f.base_resolution + 1, round(f.max_resolution_per_bound * bound)),
+        convention=f.grid_convention,
     )
     return FieldSpec(
-        grid=grid, hidden=f["hidden"], geo_features=f["geo_features"], density_layers=f["density_layers"],
-        color_layers=f["color_layers"], color_hidden=f["color_hidden"],
+        grid=grid, hidden=f.hidden, geo_features=f.geo_features, density_layers=f.density_layers,
+        color_layers=f.color_layers, color_hidden=f.color_hidden,
     )  # fmt: skip
 
 
 def build_strategy(cfg: RunConfig, generator: torch.Generator) -> Strategy:
     """The configured method's strategy, from the strategy registry (ngp_ohem/strategies)."""
     entry = strategies.get(cfg.method)
-    return entry.load().from_settings(entry.settings_of(cfg.raw), generator=generator, profile=cfg.profile)
+    return entry.load().from_settings(cfg.strategy_settings(), generator=generator, profile=cfg.profile)
 
 
 def check_scene_size(scene: Scene) -> None:
@@ -77,7 +77,7 @@ def check_scene_size(scene: Scene) -> None:
 def weight_average(cfg: RunConfig, field: torch.nn.Module, n_train_images: int) -> WeightAverage | None:
     """The EMA of the weights that evaluation uses, or None (``eval.ema_decay`` 0); ``ema_every``
     "epoch" is one pass over the training images (the authors' one-image steps)."""
-    decay, every = cfg.eval["ema_decay"], cfg.eval["ema_every"]
+    decay, every = cfg.eval.ema_decay, cfg.eval.ema_every
     if decay == 0:
         return None
     return WeightAverage(list(field.parameters()), decay, n_train_images if every == "epoch" else int(every))
@@ -136,37 +136,37 @@ class Model:
 
 def build_model(cfg: RunConfig, scene: Scene) -> Model:
     """Frame the scene for the run, seed torch and build the model (sets torch's thread count)."""
-    scene = framed_for_run(scene, cfg.bound, cfg.frame["blender_scale"])
+    scene = framed_for_run(scene, cfg.bound, cfg.frame.blender_scale)
     check_scene_size(scene)
     device = resolve_device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    backend = resolve_backend(cfg.backend, device, cfg.field["grid_convention"])
+    backend = resolve_backend(cfg.backend, device, cfg.field.grid_convention)
     field = build_field(field_spec(cfg, scene.bound), scene.bound, backend, device)
     encoding_impl = prepare_kernels(field)
     precision = Precision(cfg.precision, device)
     r = cfg.render
     cameras = torch.cat([scene.train.poses[:, :3, 3], scene.test.poses[:, :3, 3]])
-    cone = protocol.cone_angle(scene.kind, r["cone_angle"], r["llff_cone_angle"])
+    cone = protocol.cone_angle(scene.kind, r.cone_angle, r.llff_cone_angle)
     stepping = Stepping(
-        scene.bound, r["max_steps"], cone, start=scene.near, horizon=float(cameras.norm(dim=-1).max()),
-        min_step=step_size(1.0 if r["min_step"] == "unit" else scene.bound, r["max_steps"]),
+        scene.bound, r.max_steps, cone, start=scene.near, horizon=float(cameras.norm(dim=-1).max()),
+        min_step=step_size(1.0 if r.min_step == "unit" else scene.bound, r.max_steps),
     )  # fmt: skip
     grid = OccupancyGrid(
         scene.bound,
-        r["grid_resolution"],
+        r.grid_resolution,
         stepping.dt_min,
-        warmup_steps=r["grid_warmup_steps"],
-        update_every=r["grid_update_every"],
-        ramp=r["grid_ramp"],
-        max_threshold=r["grid_max_density"],
+        warmup_steps=r.grid_warmup_steps,
+        update_every=r.grid_update_every,
+        ramp=r.grid_ramp,
+        max_threshold=r.grid_max_density,
         device=device,
-        cascades=auto_cascades(scene.bound) if r["grid_cascades"] == "auto" else r["grid_cascades"],
+        cascades=auto_cascades(scene.bound) if r.grid_cascades == "auto" else r.grid_cascades,
     )
     k = scene.train.intrinsics
     grid.mark_unseen(scene.train.poses, k.fx, k.fy, k.cx, k.cy, k.width, k.height)
-    near_far = protocol.camera_near_far(r["camera_near_far"], scene.kind)
+    near_far = protocol.camera_near_far(r.camera_near_far, scene.kind)
     train_limits, test_limits = (
         RayLimits.of_split(split.poses, split.depth_bounds, scene.content_box, scene.near, near_far)
         for split in (scene.train, scene.test)

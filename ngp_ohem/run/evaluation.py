@@ -57,7 +57,7 @@ class Evaluator:
         m = self.model
         intr = m.scene.test.intrinsics
         origins, dirs = image_rays(m.scene.test.poses[view].to(m.device), intr)
-        chunk = self.cfg.eval["chunk_rays"]
+        chunk = self.cfg.eval.chunk_rays
         out = []
         for s in range(0, origins.shape[0], chunk):
             o, d = origins[s : s + chunk], dirs[s : s + chunk]
@@ -68,8 +68,8 @@ class Evaluator:
                 limits = m.test_limits.for_rays(o, d, cams)
             out.append(
                 render_rays(
-                    self.activated_field, o, d, m.grid, m.scene.near, self.cfg.render["max_steps"], bg,
-                    self.cfg.render["t_threshold"], stepping=m.stepping, limits=limits,
+                    self.activated_field, o, d, m.grid, m.scene.near, self.cfg.render.max_steps, bg,
+                    self.cfg.render.t_threshold, stepping=m.stepping, limits=limits,
                 )
             )  # fmt: skip
         return torch.cat(out).reshape(intr.height, intr.width, 3).clamp(0, 1).cpu()
@@ -80,7 +80,7 @@ class Evaluator:
     def eval_views(self, final: bool) -> list[int]:
         """The test views an evaluation scores: ``eval.final_views`` or ``eval.subset_views``, evenly spread."""
         n = len(self.model.scene.test)
-        want = self.cfg.eval["final_views"] if final else self.cfg.eval["subset_views"]
+        want = self.cfg.eval.final_views if final else self.cfg.eval.subset_views
         if want == 0 or want >= n:
             return list(range(n))
         return sorted({round(i * (n - 1) / max(want - 1, 1)) for i in range(want)})
@@ -134,11 +134,11 @@ def evaluate_run(run_dir: Path, data: str | None = None) -> dict[str, Any]:
     if not summary_path.exists() or not checkpoint_path.exists():
         raise NgpOhemError(f"{run_dir} is not a run folder (needs summary.json and checkpoint.pt)")
     summary = json.loads(summary_path.read_text())
-    cfg = RunConfig(summary["config"])
-    scene = load_scene(data or summary["data_path"], downscale=cfg.downscale, bound=cfg.raw.get("bound", "auto"))
+    cfg = RunConfig.from_dict(summary["config"])  # a key it lacks or does not know is an error naming it
+    scene = load_scene(data or summary["data_path"], downscale=cfg.downscale, bound=cfg.bound)
     model = build_model(cfg, scene)
     try:
-        state = checkpoint.read(checkpoint_path, cfg.raw, model.device)
+        state = checkpoint.read(checkpoint_path, summary["config"], model.device)
         model.load_state_dict(state)
     except Exception as exc:
         raise NgpOhemError(f"cannot restore {checkpoint_path} ({type(exc).__name__}: {exc})") from None

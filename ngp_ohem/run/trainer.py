@@ -82,9 +82,9 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         o = cfg.optim
         self.optimizer = torch.optim.Adam(
-            self.model.field.parameters(), lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"], fused=True
+            self.model.field.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=True
         )
-        self.train_background = protocol.train_background_kind(cfg.render["train_background"], scene.kind)
+        self.train_background = protocol.train_background_kind(cfg.render.train_background, scene.kind)
         self.strategy = build_strategy(cfg, self.generator)
         self.sampler = RaySampler(scene.train, self.device, self.generator)
         self.evaluator = Evaluator(cfg, self.model)
@@ -92,10 +92,10 @@ class Trainer:
         self.clock = TrainingClock(self.device, meter=self.meter)
         # The configured thread count (governor.threads); the governor may run fewer while cores are taken.
         self.governor = ThreadGovernor(torch.get_num_threads(), len(self.meter.cpus))
-        self.schedule = geometric_schedule(cfg.budget_s, cfg.eval["n_evals"], cfg.eval["first_fraction"])
+        self.schedule = geometric_schedule(cfg.budget_s, cfg.eval.n_evals, cfg.eval.first_fraction)
         self.trace = Trace(self.out / "trace.csv")
         self.step = 0
-        self.n_rays = float(cfg.render["initial_rays"])
+        self.n_rays = float(cfg.render.initial_rays)
         self.samples_total = 0
         self.samples_in_graph = 0
         self.next_eval = 0  # index into schedule of the first intermediate evaluation not yet recorded
@@ -107,7 +107,7 @@ class Trainer:
     def learning_rate(self) -> float:
         o = self.cfg.optim
         progress = min(1.0, self.clock.seconds / self.cfg.budget_s)
-        return o["lr"] * o["lr_final_factor"] ** progress
+        return o.lr * o.lr_final_factor**progress
 
     def train_step(self) -> None:
         m, r = self.model, self.cfg.render
@@ -120,7 +120,7 @@ class Trainer:
         jitter = torch.rand(n_rays, device=self.device, generator=self.generator)
         limits = None if m.train_limits is None else m.train_limits.for_rays(origins, dirs, cameras)
         samples = march_rays(
-            origins, dirs, m.grid, self.scene.near, r["max_steps"], jitter, max_samples=r["target_samples"],
+            origins, dirs, m.grid, self.scene.near, r.max_steps, jitter, max_samples=r.target_samples,
             stepping=m.stepping, limits=limits,
         )  # fmt: skip
         kept = samples.n_rays
@@ -148,7 +148,7 @@ class Trainer:
         self.trace.window.loss += loss
         # Size the next batch from the samples per kept ray (the cap hides how many more rays would fit).
         per_ray = max(result.n_samples, 1) / max(kept, 1)
-        self.n_rays = min(max(r["target_samples"] / per_ray, r["min_rays"]), r["max_rays"])
+        self.n_rays = min(max(r.target_samples / per_ray, r.min_rays), r.max_rays)
         if m.grid.due(self.step):
             self.check_finite()
             m.grid.update(self.step, lambda x: activate_density(m.network, x), self.generator)
@@ -262,11 +262,11 @@ class Trainer:
         self.governor.load_state_dict(state.get("governor", {"reductions": 0, "reduced_seconds": 0.0}))
 
     def save_checkpoint(self) -> None:
-        checkpoint.save(checkpoint.path_in(self.out), self.cfg.raw, self.state_dict())
+        checkpoint.save(checkpoint.path_in(self.out), self.cfg.to_dict(), self.state_dict())
 
     def resume(self) -> bool:
         """Restore from the folder's checkpoint; False when starting fresh."""
-        return checkpoint.resume(checkpoint.path_in(self.out), self, self.cfg.raw, self.device)
+        return checkpoint.resume(checkpoint.path_in(self.out), self, self.cfg.to_dict(), self.device)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, lock: FolderLock | None = None) -> dict[str, Any]:
@@ -369,10 +369,11 @@ class Trainer:
     def summary(self, resumed: bool, clock: dict[str, Any]) -> dict[str, Any]:
         """summary.json: configuration, protocol, versions, hardware, clock quality and final metrics."""
         rows, m, average = self.trace.rows, self.model, self.model.average
+        config = self.cfg.to_dict()
         final = rows[-1]
         return {
             "status": "complete",
-            "config": self.cfg.raw,
+            "config": config,
             "dataset": self.scene.kind,
             "scene": self.scene.name,
             "data_path": self.scene.path,
@@ -392,12 +393,12 @@ class Trainer:
             "lpips": lpips_unavailable_reason() or "available (not computed by default)",
             "clock": clock,
             "clock_contended": clock["contended"],
-            "preset": self.cfg.raw.get("preset"),
+            "preset": self.cfg.preset,
             "precision": m.precision.label,
             "weight_average": None
             if average is None
             else {"decay": average.decay, "every_steps": average.every, "updates": average.updates},
-            "recipe_deviations": recipe.deviations(self.cfg.raw),
+            "recipe_deviations": recipe.deviations(config),
             "data_notes": list(self.scene.notes),
         }
 

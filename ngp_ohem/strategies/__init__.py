@@ -2,31 +2,22 @@
 
 An entry says where the strategy's class lives ("module:Class", imported only when a run builds it),
 how tables and figures show it (label, colour), which config section holds its hyper-parameters (a
-frozen dataclass whose fields carry their defaults and JSON-Schema bounds; the run-config schema of
-that section is generated from it) and whether it changes which samples enter the graph ("sample")
-or which pixels are drawn ("pixel"). The CLI, the run-config schema and defaults, the workflow's
-``methods:`` check, its wildcard and the report all read this module, so adding an arm means one
-``register(Entry(...))`` here and the arm's own module. Nothing here imports torch: the config module,
-the report and every Snakemake process import it.
+frozen dataclass of ngp_ohem.settings fields: defaults and JSON-Schema bounds, from which that
+section's run-config schema and defaults are generated, as the core sections' are) and whether it
+changes which samples enter the graph ("sample") or which pixels are drawn ("pixel"). The CLI, the
+run-config schema and defaults, the workflow's ``methods:`` check, its wildcard and the report all read
+this module, so adding an arm means one ``register(Entry(...))`` here and the arm's own module. Nothing
+here imports torch: the config module, the report and every Snakemake process import it.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ngp_ohem.errors import ConfigError
-
-_POS_INT = {"type": "integer", "minimum": 1}
-_POS_NUM = {"type": "number", "exclusiveMinimum": 0}
-_FRACTION = {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
-_UNIT = {"type": "number", "minimum": 0, "maximum": 1}
-
-
-def setting(default: Any, schema: dict[str, Any], doc: str) -> Any:
-    """A hyper-parameter: its default, its JSON-Schema and one line on what it is and where it comes from."""
-    return field(default=default, metadata={"schema": schema, "doc": doc})
+from ngp_ohem.settings import FRACTION, POS_INT, POS_NUM, UNIT, setting
 
 
 class Settings:
@@ -38,25 +29,15 @@ class Settings:
         """Raise ConfigError naming ``section.key`` when keys contradict each other."""
 
 
-def section_schema(settings: type) -> dict[str, Any]:
-    """The JSON-Schema of a settings dataclass (every field's ``schema`` metadata; no other keys)."""
-    props = {f.name: dict(f.metadata["schema"]) for f in fields(settings)}
-    return {"type": "object", "additionalProperties": False, "properties": props}
-
-
-def section_defaults(settings: type) -> dict[str, Any]:
-    return {f.name: f.default for f in fields(settings) if f.default is not MISSING}
-
-
 # -- the built-in arms' sections ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class MiningSettings(Settings):
     """Hard sample mining (Korhonen et al., ECCV 2024; ngp_ohem/mining.py), shared by hsm and hsm_unbiased."""
 
     SECTION: ClassVar[str] = "mining"
-    min_fraction: float = setting(0.05, _FRACTION, "lower clamp of b/B (the authors' 0.05)")
-    max_fraction: float = setting(0.5, _FRACTION, "upper clamp of b/B (the authors' 0.5)")
-    tau_decay: float = setting(0.99, _FRACTION, "EMA decay of the variance-reduction factor tau")
+    min_fraction: float = setting(0.05, FRACTION, "lower clamp of b/B (the authors' 0.05)")
+    max_fraction: float = setting(0.5, FRACTION, "upper clamp of b/B (the authors' 0.5)")
+    tau_decay: float = setting(0.99, FRACTION, "EMA decay of the variance-reduction factor tau")
     unbiased: bool = setting(False, {"type": "boolean"}, "with-replacement draws weighted 1/(b p)")
 
     def check(self) -> None:
@@ -73,8 +54,8 @@ class SoftMiningSettings(Settings):
     ubc-vision/nf-soft-mining's (examples/datasets/lmc.py, examples/train_ngp_nerf_prop.py)."""
 
     SECTION: ClassVar[str] = "soft_mining"
-    alpha: float = setting(0.6, _UNIT, "final exponent r of the 1/error loss weight (theirs: 0.6 Blender, 0.8 LLFF)")
-    warmup_steps: int = setting(1000, _POS_INT, "steps over which r ramps as min(step / warmup_steps, alpha)")
+    alpha: float = setting(0.6, UNIT, "final exponent r of the 1/error loss weight (theirs: 0.6 Blender, 0.8 LLFF)")
+    warmup_steps: int = setting(1000, POS_INT, "steps over which r ramps as min(step / warmup_steps, alpha)")
     min_weight: float = setting(0.2, {"type": "number", "minimum": 0}, "lower clamp of the loss weight (theirs 0.2)")
     drift: float = setting(20.0, {"type": "number", "minimum": 0}, "Langevin step a on grad log loss (theirs 2e1)")
     noise: float = setting(0.02, {"type": "number", "minimum": 0}, "Langevin noise b, normalised image units (2e-2)")
@@ -82,7 +63,7 @@ class SoftMiningSettings(Settings):
                                       "chains restarted uniformly each step (their minpct 0.1)")  # fmt: skip
     reset_fraction: float = setting(0.1, {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
                                     "lowest-loss chains restarted at edges each step (lossminpc 0.1)")  # fmt: skip
-    reference_rays: int = setting(4096, _POS_INT, "the batch size R of their 1/R-scaled gradient (4096)")
+    reference_rays: int = setting(4096, POS_INT, "the batch size R of their 1/R-scaled gradient (4096)")
     fd_step: float = setting(0.25, {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                              "pixels of the finite difference standing for their autograd gradient")  # fmt: skip
 
@@ -101,8 +82,8 @@ class ErrorMapSettings(Settings):
     SECTION: ClassVar[str] = "error_map"
     resolution: int = setting(128, {"type": "integer", "minimum": 1, "maximum": 4096},
                               "cells per image side (torch-ngp 128; at most the image's pixels)")  # fmt: skip
-    ema: float = setting(0.9, _FRACTION, "weight of the new loss in a cell's running value (torch-ngp 0.9)")
-    initial: float = setting(1.0, _POS_NUM, "every cell's value before its first visit (torch-ngp 1)")
+    ema: float = setting(0.9, FRACTION, "weight of the new loss in a cell's running value (torch-ngp 0.9)")
+    initial: float = setting(1.0, POS_NUM, "every cell's value before its first visit (torch-ngp 1)")
 
 
 # -- entries ------------------------------------------------------------------------------------------------
@@ -129,12 +110,6 @@ class Entry:
     def load(self) -> type:
         module, _, cls = self.target.partition(":")
         return getattr(importlib.import_module(module), cls)
-
-    def settings_of(self, config: dict[str, Any]) -> Settings | None:
-        """The arm's settings from a (merged, validated) run config."""
-        if self.settings is None:
-            return None
-        return self.settings(**config[self.section])
 
 
 _REGISTRY: dict[str, Entry] = {}
