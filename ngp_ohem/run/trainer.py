@@ -135,8 +135,8 @@ class Trainer:
             phases.skip()
             if result.n_hard > 0:  # no sample in a graph, no gradient: no Adam step (as with no .grad at all)
                 m.precision.step(self.optimizer)
-            # In place: the native hash-grid backward adds into the table's .grad (field/hashgrid.py), and a
-            # resident buffer costs a memset, a fresh one a page-faulting allocation per step.
+            # In place: the native hash-grid backward adds into the table's .grad (field/hashgrid.py); a fresh
+            # (rows, 2) gradient per step cost 1.5-4.5 ms of zeroing in a lego step, a resident one 0.4 ms.
             self.optimizer.zero_grad(set_to_none=False)
             phases.lap("optimizer")
         self.step += 1
