@@ -27,15 +27,16 @@ def grid_with(fraction: float, seed: int, bound: float, resolution: int = 32, ca
     return grid
 
 
+@pytest.mark.parametrize("simd", [True, False], ids=["vector_walk", "scalar_walk"])
 @pytest.mark.parametrize("cone", [0.0, 1.0 / 128])
 @pytest.mark.parametrize("max_samples", [None, 20000])
 @pytest.mark.parametrize("fraction", [1.0, 0.3, 0.0])
-def test_native_march_equals_the_reference(cone: float, max_samples: int | None, fraction: float) -> None:
+def test_native_march_equals_the_reference(cone: float, max_samples: int | None, fraction: float, simd: bool) -> None:
     bound = 1.5 if cone == 0 else 4.0
     origins, dirs, jitter = rays(700, seed=3, radius=2.5 * bound)
     grid = grid_with(fraction, seed=4, bound=bound)
     stepping = Stepping(bound, 256, cone, start=0.1, horizon=float(origins.norm(dim=-1).max()))
-    kwargs = dict(jitter=jitter, max_samples=max_samples, stepping=stepping)
+    kwargs = dict(jitter=jitter, max_samples=max_samples, stepping=stepping, use_simd=simd)
     ref = march_rays(origins, dirs, grid, 0.1, 256, use_native=False, **kwargs)
     got = march_rays(origins, dirs, grid, 0.1, 256, use_native=True, **kwargs)
     assert got.n_rays == ref.n_rays and got.n_samples == ref.n_samples
@@ -47,15 +48,16 @@ def test_native_march_equals_the_reference(cone: float, max_samples: int | None,
         assert got.n_rays < origins.shape[0] and got.n_samples <= max_samples
 
 
+@pytest.mark.parametrize("simd", [True, False], ids=["vector_walk", "scalar_walk"])
 @pytest.mark.parametrize("cone", [0.0, 1.0 / 128])
 @pytest.mark.parametrize("cascades", [2, 3])
-def test_native_march_with_cascades_equals_the_reference(cone: float, cascades: int) -> None:
+def test_native_march_with_cascades_equals_the_reference(cone: float, cascades: int, simd: bool) -> None:
     """Cascaded lookups (level from the position and from the step) pick the same cells, bit for bit."""
     bound = 4.0
     origins, dirs, jitter = rays(500, seed=5, radius=2.0 * bound)
     grid = grid_with(0.5, seed=6, bound=bound, resolution=16, cascades=cascades)
     stepping = Stepping(bound, 256, cone, start=0.1, horizon=float(origins.norm(dim=-1).max()))
-    kwargs = dict(jitter=jitter, stepping=stepping)
+    kwargs = dict(jitter=jitter, stepping=stepping, use_simd=simd)
     ref = march_rays(origins, dirs, grid, 0.1, 256, use_native=False, **kwargs)
     got = march_rays(origins, dirs, grid, 0.1, 256, use_native=True, **kwargs)
     assert got.n_samples == ref.n_samples > 0

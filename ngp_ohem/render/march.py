@@ -145,6 +145,7 @@ def march_rays(
     stepping: Stepping | None = None,
     use_native: bool = True,
     limits: tuple[torch.Tensor, torch.Tensor] | None = None,
+    use_simd: bool = True,
 ) -> PackedSamples:
     """March rays (R, 3) through the occupied cells of ``grid``.
 
@@ -155,7 +156,8 @@ def march_rays(
     ``n_rays`` of the result may be smaller than R (the caller drops the remaining targets).
     On the CPU the fused kernel ``csrc/render_cpu.cpp`` walks each ray instead of filtering the
     (rays x longest ray) candidate tensor below; ``use_native=False`` runs this reference, which the
-    tests compare it against sample for sample.
+    tests compare it against sample for sample. ``use_simd=False`` makes the kernel walk with its scalar
+    code (what a machine without AVX-512 runs), so the tests check both walks on any machine.
     """
     stepping = stepping or Stepping(grid.bound, max_steps)
     t_near, t_far = clip(*ray_box_intersection(origins, dirs, grid.bound), limits)
@@ -170,7 +172,7 @@ def march_rays(
             origins.float().contiguous(), dirs.float().contiguous(), t_near.contiguous(), t_far.contiguous(),
             u.float().contiguous(), first.contiguous(), n_steps.contiguous(), starts, widths, stepping.dt_min,
             grid.cascade_bounds, grid.occupied.contiguous(), grid.resolution,
-            -1 if max_samples is None else max_samples,
+            -1 if max_samples is None else max_samples, use_simd,
         )  # fmt: skip
         return PackedSamples(pos, d, deltas, ray_index, int(kept))
     longest = int(n_steps.max()) if n_steps.numel() else 0

@@ -4,7 +4,8 @@
 // Marching.
 // The reference (ngp_ohem/render/march.py, march_rays) builds an (rays x longest ray) candidate
 // tensor and filters it; here each ray walks its own steps, tests the occupancy grid cell by cell and
-// writes only the survivors, in two passes (count, then fill at the prefix-sum offsets). Float
+// writes only the survivors, in two passes (walk and count, marking survivors in a bitmask; then fill
+// at the prefix-sum offsets, visiting only the marked steps). Float
 // arithmetic follows the reference operation by operation (built with -ffp-contract=off), so the
 // samples are the same bits:
 //   constant steps: t_k = t_near + (k + u) * dt,  n = clamp(ceil((t_far - t_near) / dt - u), 0, max_steps)
@@ -20,6 +21,11 @@
 #include <cmath>
 #include <cstdint>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define NGP_OHEM_MARCH_SIMD 1
+#endif
 
 namespace {
 
@@ -54,7 +60,8 @@ inline int cascade_of(const Walk& w, const float pos[3], float width) {
   return std::max(std::min(std::max(e_pos, 0), top), std::min(std::max(e_step, 0), top));
 }
 
-inline bool step_at(const Walk& w, int64_t r, int64_t k, float& t, float& width, float pos[3]) {
+// Distance, interval length and position of step k of ray r; false when the step is at or past t_far.
+inline bool position_at(const Walk& w, int64_t r, int64_t k, float& t, float& width, float pos[3]) {
   if (w.starts == nullptr) {
     t = w.t_near[r] + (static_cast<float>(k) + w.u[r]) * w.dt;
     width = w.dt;
@@ -64,8 +71,12 @@ inline bool step_at(const Walk& w, int64_t r, int64_t k, float& t, float& width,
     width = w.widths[j];
   }
   if (!(t < w.t_far[r])) return false;
-  int64_t ijk[3];
   for (int a = 0; a < 3; ++a) pos[a] = w.o[3 * r + a] + t * w.d[3 * r + a];
+  return true;
+}
+
+inline bool occupied_at(const Walk& w, const float pos[3], float width) {
+  int64_t ijk[3];
   const int c = cascade_of(w, pos, width);
   for (int a = 0; a < 3; ++a) {
     const float rel = (pos[a] + w.bound[c]) / w.two_bound[c] * w.res_f;
@@ -74,13 +85,85 @@ inline bool step_at(const Walk& w, int64_t r, int64_t k, float& t, float& width,
   return w.occupied[c * w.res * w.res * w.res + (ijk[0] * w.res + ijk[1]) * w.res + ijk[2]];
 }
 
+#if defined(NGP_OHEM_MARCH_SIMD)
+// frexp's exponent of positive normal floats, from the bits; zero and subnormals read -126 here and
+// <= -126 or 0 from frexp, and cascade_of clamps both to 0.
+inline __m512i frexp_exponent(__m512 v) {
+  const __m512i biased = _mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(v), 23), _mm512_set1_epi32(0xff));
+  return _mm512_sub_epi32(biased, _mm512_set1_epi32(126));
+}
+
+// Which of steps k0 .. k0 + 15 of ray r (those in ``lanes``) survive: position_at and occupied_at on
+// 16 lanes, the same IEEE operations in the same order (mul and add separate, no FMA), so the same
+// bits. Why: the walk over empty space is most of marching, and its scalar arithmetic (three divisions
+// a step) bounded it. The grid reads stay scalar (a 4-byte gather could read past the grid's end).
+// Cells are indexed in int32: the caller checks cascades * res^3 fits.
+inline __mmask16 survivors16(const Walk& w, int64_t r, int64_t k0, __mmask16 lanes) {
+  const __m512i k = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(k0)),
+                                     _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  const __m512 u = _mm512_set1_ps(w.u[r]);
+  __m512 t, width;
+  if (w.starts == nullptr) {
+    t = _mm512_add_ps(_mm512_set1_ps(w.t_near[r]),
+                      _mm512_mul_ps(_mm512_add_ps(_mm512_cvtepi32_ps(k), u), _mm512_set1_ps(w.dt)));
+    width = _mm512_set1_ps(w.dt);
+  } else {
+    const __m512i j = _mm512_min_epi32(_mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(w.first[r])), k),
+                                       _mm512_set1_epi32(static_cast<int32_t>(w.n_bounds - 1)));
+    width = _mm512_i32gather_ps(j, w.widths, 4);
+    t = _mm512_add_ps(_mm512_i32gather_ps(j, w.starts, 4), _mm512_mul_ps(u, width));
+  }
+  __mmask16 alive = _mm512_mask_cmp_ps_mask(lanes, t, _mm512_set1_ps(w.t_far[r]), _CMP_LT_OQ);
+  if (alive == 0) return 0;
+  __m512 pos[3];
+  for (int a = 0; a < 3; ++a)
+    pos[a] = _mm512_add_ps(_mm512_set1_ps(w.o[3 * r + a]), _mm512_mul_ps(t, _mm512_set1_ps(w.d[3 * r + a])));
+  __m512i c = _mm512_setzero_si512();
+  if (w.n_cascades > 1) {
+    const __m512 m = _mm512_max_ps(_mm512_abs_ps(pos[0]), _mm512_max_ps(_mm512_abs_ps(pos[1]), _mm512_abs_ps(pos[2])));
+    const __m512i zero = _mm512_setzero_si512(), top = _mm512_set1_epi32(w.n_cascades - 1);
+    const __m512i e_pos = _mm512_min_epi32(_mm512_max_epi32(frexp_exponent(m), zero), top);
+    const __m512i e_step =
+        _mm512_min_epi32(_mm512_max_epi32(frexp_exponent(_mm512_mul_ps(width, _mm512_set1_ps(w.res_f))), zero), top);
+    c = _mm512_max_epi32(e_pos, e_step);
+  }
+  const __m512 bound = _mm512_permutexvar_ps(c, _mm512_loadu_ps(w.bound));
+  const __m512 two_bound = _mm512_permutexvar_ps(c, _mm512_loadu_ps(w.two_bound));
+  const __m512 res_f = _mm512_set1_ps(w.res_f), last = _mm512_set1_ps(w.res_f - 1.0f);
+  const __m512i res = _mm512_set1_epi32(static_cast<int32_t>(w.res));
+  __m512i cell = _mm512_mullo_epi32(c, _mm512_set1_epi32(static_cast<int32_t>(w.res * w.res * w.res)));
+  __m512i ijk = _mm512_setzero_si512();
+  for (int a = 0; a < 3; ++a) {
+    const __m512 rel = _mm512_mul_ps(_mm512_div_ps(_mm512_add_ps(pos[a], bound), two_bound), res_f);
+    // Clamped as a float, then truncated: the scalar code's trunc-then-clamp for every non-NaN value
+    // (and NaN -> 0 in both, as max_ps returns its second operand then).
+    const __m512i i = _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(rel, _mm512_setzero_ps()), last));
+    ijk = a == 0 ? i : _mm512_add_epi32(_mm512_mullo_epi32(ijk, res), i);
+  }
+  cell = _mm512_add_epi32(cell, ijk);
+  alignas(64) int32_t cells[16];
+  _mm512_store_si512(cells, cell);
+  for (uint32_t b = alive; b != 0; b &= b - 1) {
+    const int lane = __builtin_ctz(b);
+    if (!w.occupied[cells[lane]]) alive &= static_cast<__mmask16>(~(1u << lane));
+  }
+  return alive;
+}
+#endif
+
 }  // namespace
 
+int64_t max_steps_of(const torch::Tensor& n_steps) {
+  return n_steps.numel() == 0 ? 0 : n_steps.max().item<int64_t>();
+}
+
 // Returns (positions (N, 3), directions (N, 3), deltas (N,), ray_index (N,), n_rays_kept (1,)).
+// ``simd`` false walks with the scalar code on every machine (what machines without AVX-512 run),
+// which the tests compare against the reference too.
 std::vector<torch::Tensor> march(torch::Tensor origins, torch::Tensor dirs, torch::Tensor t_near, torch::Tensor t_far,
                                  torch::Tensor u, torch::Tensor first, torch::Tensor n_steps, torch::Tensor starts,
                                  torch::Tensor widths, double dt, std::vector<double> cascade_bounds,
-                                 torch::Tensor occupied, int64_t resolution, int64_t max_samples) {
+                                 torch::Tensor occupied, int64_t resolution, int64_t max_samples, bool simd) {
   const int64_t n_rays = origins.size(0);
   for (const auto* t : {&origins, &dirs})
     TORCH_CHECK(t->is_contiguous() && t->scalar_type() == torch::kFloat32 && t->dim() == 2 && t->size(0) == n_rays &&
@@ -107,12 +190,44 @@ std::vector<torch::Tensor> march(torch::Tensor origins, torch::Tensor dirs, torc
     w.bound[c] = static_cast<float>(cascade_bounds[c]);
     w.two_bound[c] = static_cast<float>(2.0 * cascade_bounds[c]);
   }
-  std::vector<int64_t> counts(n_rays + 1, 0);
+  // Pass 1 walks every step of every ray and tests the grid; it keeps a bit per step that survived
+  // (at most max_steps bits a ray), so pass 2 visits only the survivors and recomputes their positions
+  // without the grid test: the same arithmetic, so the same bits, and the walking is done once
+  // (pass 2 walking every step again had been half of the marching time).
+#if defined(NGP_OHEM_MARCH_SIMD)
+  const int64_t int32_max = 2147483647;
+  const bool vector_walk = simd && n_cascades * resolution * resolution * resolution <= int32_max &&
+                           starts.numel() <= int32_max && max_steps_of(n_steps) <= int32_max - 16;
+#else
+  (void)simd;
+#endif
+  std::vector<int64_t> counts(n_rays + 1, 0), word_start(n_rays + 1, 0);
+  for (int64_t r = 0; r < n_rays; ++r) word_start[r + 1] = word_start[r] + (std::max<int64_t>(w.n_steps[r], 0) + 63) / 64;
+  std::vector<uint64_t> survivors(word_start[n_rays], 0);
 #pragma omp parallel for schedule(dynamic, 64)
   for (int64_t r = 0; r < n_rays; ++r) {
+    uint64_t* bits = survivors.data() + word_start[r];
     int64_t c = 0;
+#if defined(NGP_OHEM_MARCH_SIMD)
+    if (vector_walk) {
+      for (int64_t k0 = 0; k0 < w.n_steps[r]; k0 += 16) {
+        const int64_t left = w.n_steps[r] - k0;
+        const auto lanes = static_cast<__mmask16>(left >= 16 ? 0xffffu : (1u << left) - 1u);
+        const __mmask16 alive = survivors16(w, r, k0, lanes);
+        bits[k0 >> 6] |= static_cast<uint64_t>(alive) << (k0 & 63);
+        c += __builtin_popcount(alive);
+      }
+      counts[r + 1] = c;
+      continue;
+    }
+#endif
     float t, width, pos[3];
-    for (int64_t k = 0; k < w.n_steps[r]; ++k) c += step_at(w, r, k, t, width, pos) ? 1 : 0;
+    for (int64_t k = 0; k < w.n_steps[r]; ++k) {
+      if (position_at(w, r, k, t, width, pos) && occupied_at(w, pos, width)) {
+        bits[k >> 6] |= uint64_t{1} << (k & 63);
+        ++c;
+      }
+    }
     counts[r + 1] = c;
   }
   int64_t kept = n_rays;
@@ -132,15 +247,18 @@ std::vector<torch::Tensor> march(torch::Tensor origins, torch::Tensor dirs, torc
   for (int64_t r = 0; r < kept; ++r) {
     int64_t s = counts[r];
     float t, width, pos[3];
-    for (int64_t k = 0; k < w.n_steps[r]; ++k) {
-      if (!step_at(w, r, k, t, width, pos)) continue;
-      for (int a = 0; a < 3; ++a) {
-        pp[3 * s + a] = pos[a];
-        dp[3 * s + a] = w.d[3 * r + a];
+    for (int64_t word = word_start[r]; word < word_start[r + 1]; ++word) {
+      for (uint64_t bits = survivors[word]; bits != 0; bits &= bits - 1) {
+        const int64_t k = 64 * (word - word_start[r]) + __builtin_ctzll(bits);
+        position_at(w, r, k, t, width, pos);
+        for (int a = 0; a < 3; ++a) {
+          pp[3 * s + a] = pos[a];
+          dp[3 * s + a] = w.d[3 * r + a];
+        }
+        ep[s] = width;
+        rp[s] = r;
+        ++s;
       }
-      ep[s] = width;
-      rp[s] = r;
-      ++s;
     }
   }
   return {positions, directions, deltas, ray_index, torch::tensor({kept})};
