@@ -114,6 +114,17 @@ def interleaved_medians(steps: dict[str, Callable[[], None]], rounds: int) -> di
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def median_ms(fn: Callable[[], object], rounds: int = 21) -> float:
+    """Median milliseconds of ``rounds`` calls of ``fn`` after one untimed call (kernel builds, caches)."""
+    fn()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return round(statistics.median(times) * 1e3, 3)
+
+
 def graph_bytes_of_first_step(scene_dir: Path, method: str, n_samples: int, seed: int = 0) -> tuple[int, int, int]:
     """(graph bytes, samples B, hard samples b) of a fresh trainer's first step: exact, deterministic."""
     torch.manual_seed(seed)

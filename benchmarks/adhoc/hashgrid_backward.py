@@ -1,4 +1,4 @@
-"""Native hash-grid kernels at the cpu preset's table (2^17, gridencoder), 2 threads, medians of 15.
+"""Native hash-grid kernels at the cpu preset's table (2^17, gridencoder), 2 threads, medians of 21.
 
 Forward, table gradient into a fresh tensor, into a resident one (``backward_into``, where the tree has
 it) and the zeroing of that tensor, at 2^16 and 19456 ray-like samples. Run alone:
@@ -7,13 +7,10 @@ it) and the zeroing of that tensor, at 2^16 and 19456 ray-like samples. Run alon
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
 import torch
 
 from benchmarks import bench
+from benchmarks.bench import median_ms
 from ngp_ohem.field.hashgrid import HashGridEncoding, HashGridSpec
 from ngp_ohem.field.native import load_native
 
@@ -21,16 +18,6 @@ torch.set_num_threads(2)
 enc = HashGridEncoding(HashGridSpec(log2_table_size=17, convention="gridencoder"))
 native, args = load_native(), enc.constants().kernel_args()
 resident = torch.zeros_like(enc.table)
-
-
-def median_ms(fn: Callable[[], object], rounds: int = 15) -> float:
-    fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times) * 1e3, 2)
 
 
 def row_at(n: int) -> dict[str, float]:

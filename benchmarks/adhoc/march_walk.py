@@ -6,10 +6,10 @@ before ``use_simd`` existed print one figure: their only walk). Run alone:
 """
 
 import inspect
-import time
 
 import torch
 
+from benchmarks.bench import median_ms
 from ngp_ohem.render.march import march_rays
 from ngp_ohem.render.occupancy import OccupancyGrid
 
@@ -24,21 +24,17 @@ centres = (torch.stack(torch.meshgrid(*[torch.arange(128)] * 3, indexing="ij"), 
 grid.occupied = centres.norm(dim=-1) < 0.5
 
 
-def med(f, r: int = 21) -> float:
-    f()
-    ts = []
-    for _ in range(r):
-        s = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - s)
-    return round(sorted(ts)[r // 2] * 1e3, 3)
-
-
 has_simd = "use_simd" in inspect.signature(march_rays).parameters
 n = march_rays(origins, dirs, grid, 0.05, STEPS, jitter=jitter).n_samples
 print(f"{R} rays, {n} samples kept, {float(grid.occupied.float().mean()):.3f} of the cells occupied")
+
+
+def march(**kwargs: bool) -> None:
+    march_rays(origins, dirs, grid, 0.05, STEPS, jitter=jitter, **kwargs)
+
+
 if has_simd:
-    print("vector walk ms", med(lambda: march_rays(origins, dirs, grid, 0.05, STEPS, jitter=jitter, use_simd=True)))
-    print("scalar walk ms", med(lambda: march_rays(origins, dirs, grid, 0.05, STEPS, jitter=jitter, use_simd=False)))
+    print("vector walk ms", median_ms(lambda: march(use_simd=True)))
+    print("scalar walk ms", median_ms(lambda: march(use_simd=False)))
 else:
-    print("walk ms", med(lambda: march_rays(origins, dirs, grid, 0.05, STEPS, jitter=jitter)))
+    print("walk ms", median_ms(march))

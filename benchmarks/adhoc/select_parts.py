@@ -3,10 +3,9 @@ draws, the radix selection of the b largest keys, and the gathers. Run alone:
 ``cd /tmp && PYTHONPATH=<tree> <repo>/.venv/bin/python select_parts.py``.
 """
 
-import time
-
 import torch
 
+from benchmarks.bench import median_ms
 from ngp_ohem.mining import top_indices
 
 torch.set_num_threads(2)
@@ -19,22 +18,13 @@ pos = torch.randn(B, 3)
 feat = torch.randn(B, 32)
 
 
-def med(f, r=21):
-    f()
-    ts = []
-    for _ in range(r):
-        s = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - s)
-    return round(sorted(ts)[r // 2] * 1e3, 3)
-
-
 e = torch.empty_like(g)
 idx = top_indices(g, b)
-print("exponential_", med(lambda: e.exponential_(generator=gen)))
-print("exponential_ no gen", med(lambda: e.exponential_()))
-print("rand_", med(lambda: e.uniform_(generator=gen)))
-print("div", med(lambda: g / e))
-print("top", med(lambda: top_indices(g, b)))
-print("gather raw", med(lambda: raw[idx]), "pos", med(lambda: pos[idx]), "feat", med(lambda: feat[idx]))
-print("index_select feat", med(lambda: feat.index_select(0, idx)))
+print("exponential_", median_ms(lambda: e.exponential_(generator=gen)))
+print("exponential_ no gen", median_ms(lambda: e.exponential_()))
+print("rand_", median_ms(lambda: e.uniform_(generator=gen)))
+print("div", median_ms(lambda: g / e))
+print("top", median_ms(lambda: top_indices(g, b)))
+print("gather raw", median_ms(lambda: raw[idx]), "pos", median_ms(lambda: pos[idx]))
+print("gather feat", median_ms(lambda: feat[idx]))
+print("index_select feat", median_ms(lambda: feat.index_select(0, idx)))

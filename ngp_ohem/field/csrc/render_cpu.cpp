@@ -153,10 +153,6 @@ inline __mmask16 survivors16(const Walk& w, int64_t r, int64_t k0, __mmask16 lan
 
 }  // namespace
 
-int64_t max_steps_of(const torch::Tensor& n_steps) {
-  return n_steps.numel() == 0 ? 0 : n_steps.max().item<int64_t>();
-}
-
 // Returns (positions (N, 3), directions (N, 3), deltas (N,), ray_index (N,), n_rays_kept (1,)).
 // ``simd`` false walks with the scalar code on every machine (what machines without AVX-512 run),
 // which the tests compare against the reference too.
@@ -194,15 +190,20 @@ std::vector<torch::Tensor> march(torch::Tensor origins, torch::Tensor dirs, torc
   // (at most max_steps bits a ray), so pass 2 visits only the survivors and recomputes their positions
   // without the grid test: the same arithmetic, so the same bits, and the walking is done once
   // (pass 2 walking every step again had been half of the marching time).
+  std::vector<int64_t> counts(n_rays + 1, 0), word_start(n_rays + 1, 0);
+  int64_t longest = 0;
+  for (int64_t r = 0; r < n_rays; ++r) {
+    longest = std::max(longest, w.n_steps[r]);
+    word_start[r + 1] = word_start[r] + (std::max<int64_t>(w.n_steps[r], 0) + 63) / 64;
+  }
 #if defined(NGP_OHEM_MARCH_SIMD)
   const int64_t int32_max = 2147483647;
   const bool vector_walk = simd && n_cascades * resolution * resolution * resolution <= int32_max &&
-                           starts.numel() <= int32_max && max_steps_of(n_steps) <= int32_max - 16;
+                           starts.numel() <= int32_max && longest <= int32_max - 16;
 #else
   (void)simd;
+  (void)longest;
 #endif
-  std::vector<int64_t> counts(n_rays + 1, 0), word_start(n_rays + 1, 0);
-  for (int64_t r = 0; r < n_rays; ++r) word_start[r + 1] = word_start[r] + (std::max<int64_t>(w.n_steps[r], 0) + 63) / 64;
   std::vector<uint64_t> survivors(word_start[n_rays], 0);
 #pragma omp parallel for schedule(dynamic, 64)
   for (int64_t r = 0; r < n_rays; ++r) {
