@@ -4,8 +4,10 @@
 evaluation) under autocast and hands its outputs back in fp32, so compositing and the loss stay in
 fp32 as in the authors' code (their compositing kernels cast inputs to fp32). On CUDA the autocast
 type is fp16 and the loss is scaled by a ``GradScaler`` (an overflowing step is skipped and the
-scale lowered); on the CPU it is bf16, which has fp32's exponent range and needs no scaler. The
-fused no-graph CPU field kernel reads the autocast state and runs its MLPs in bf16 under it.
+scale lowered); on a CPU that multiplies bf16 in hardware (AVX-512 BF16 or AMX) it is bf16, which has
+fp32's exponent range and needs no scaler. The fused no-graph CPU field kernel reads the autocast
+state and runs its MLPs in bf16 under it. On any other CPU ``mixed`` runs in fp32 and says so: there
+torch emulates bf16, and a step costs several times an fp32 one (:data:`EMULATED_BF16_NOTE`).
 ``fp32`` leaves every call untouched.
 """
 
@@ -17,19 +19,44 @@ import torch
 
 from ngp_ohem.names import PRECISIONS
 
+# Measured on a 2-core AMD EPYC (Zen 3, AVX2, no AVX-512), 2^16 samples, cpu preset field
+# (benchmarks/adhoc/no_graph_precision.py): graph forward + backward fp32 218 ms, bf16 1015 ms;
+# no-graph forward 99 / 312 ms.
+EMULATED_BF16_NOTE = (
+    "precision mixed runs in fp32 on this CPU: it has no native bf16 (AVX-512 BF16 or AMX), and emulated "
+    "bf16 made a training step ~4.7x slower than fp32 (benchmarks/adhoc/no_graph_precision.py)"
+)
+
+
+def cpu_bf16_is_native() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX tiles), as torch detects it."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
 
 class Precision:
-    """Autocast and loss scaling for one run: ``dtype`` None means fp32 throughout."""
+    """Autocast and loss scaling for one run: ``dtype`` None means fp32 throughout; ``note`` says why
+    ``mixed`` fell back to fp32 (None when it did not)."""
 
-    def __init__(self, mode: str, device: torch.device, dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self, mode: str, device: torch.device, dtype: torch.dtype | None = None, native_bf16: bool | None = None
+    ) -> None:
+        """``dtype`` forces an autocast type (tests); ``native_bf16`` overrides the CPU probe (tests)."""
         if mode not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {mode!r}")
         self.mode = mode
         self.device_type = device.type
+        self.note: str | None = None
         if mode == "fp32":
             self.dtype = None
-        else:  # the CUDA default is the authors' fp16; the CPU's is bf16 (``dtype`` forces one, for tests)
-            self.dtype = dtype or (torch.float16 if device.type == "cuda" else torch.bfloat16)
+        elif dtype is not None:
+            self.dtype = dtype
+        elif device.type == "cuda":
+            self.dtype = torch.float16  # the authors' -O
+        elif cpu_bf16_is_native() if native_bf16 is None else native_bf16:
+            self.dtype = torch.bfloat16
+        else:
+            self.dtype, self.note = None, EMULATED_BF16_NOTE
         self.scaler = torch.amp.GradScaler(self.device_type) if self.dtype == torch.float16 else None
 
     @property

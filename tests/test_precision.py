@@ -15,7 +15,7 @@ from ngp_ohem.config import build_config
 from ngp_ohem.data import load_scene
 from ngp_ohem.field.hashgrid import HashGridSpec
 from ngp_ohem.field.ngp import FieldSpec, NGPField
-from ngp_ohem.precision import AutocastField, Precision, network
+from ngp_ohem.precision import AutocastField, Precision, cpu_bf16_is_native, network
 from ngp_ohem.run.trainer import Trainer
 
 CPU = torch.device("cpu")
@@ -43,7 +43,8 @@ def test_fp32_leaves_the_field_untouched() -> None:
 
 
 def test_mixed_on_cpu_is_bf16_without_a_scaler_and_cuda_would_be_fp16_with_one() -> None:
-    assert Precision("mixed", CPU).label == "bfloat16" and Precision("mixed", CPU).scaler is None
+    native = Precision("mixed", CPU, native_bf16=True)
+    assert native.label == "bfloat16" and native.scaler is None and native.note is None
     fp16 = Precision("mixed", CPU, dtype=torch.float16)  # what a CUDA device gets
     assert fp16.label == "float16" and fp16.scaler is not None
     with pytest.raises(ValueError, match="precision"):
@@ -100,8 +101,17 @@ def test_trainer_steps_in_fp16_with_a_scaler_as_on_cuda(blender_scene_dir: Path,
     assert trainer.trace.window.loss > 0
 
 
+def test_mixed_on_a_cpu_without_native_bf16_runs_fp32_and_says_why() -> None:
+    """Emulated bf16 costs a multiple of fp32 per step: mixed must not slow such a CPU down."""
+    emulated = Precision("mixed", CPU, native_bf16=False)
+    assert emulated.dtype is None and emulated.label == "fp32" and emulated.scaler is None
+    assert "no native bf16" in emulated.note and Precision("fp32", CPU, native_bf16=False).note is None
+    assert Precision("mixed", CPU).label == ("bfloat16" if cpu_bf16_is_native() else "fp32")
+
+
 def test_paper_preset_runs_mixed_and_says_so(blender_scene_dir: Path, tmp_path: Path) -> None:
     cfg = build_config("paper", TINY, {"method": "hsm", "step_limit": 3})
     summary = Trainer(cfg, load_scene(blender_scene_dir), tmp_path / "run", progress=False).run()
-    assert summary["precision"] == "bfloat16" and summary["preset"] == "paper"
+    assert summary["precision"] == Precision("mixed", CPU).label and summary["preset"] == "paper"
+    assert (summary["precision_note"] is None) == cpu_bf16_is_native()
     assert build_config("cpu").precision == "mixed"  # measured: bf16 costs nothing per step (recipe.py)

@@ -284,6 +284,8 @@ class Trainer:
         if resumed or self.trace.path.exists():
             # Drop rows of a lost session (evaluated after the last checkpoint, or an abandoned run).
             self.trace.write()
+        if self.model.precision.note:
+            print(f"ngp-ohem: {self.model.precision.note}", file=sys.stderr)
         previous = signal.signal(signal.SIGTERM, self.stop.handle)
         try:
             self._loop()
@@ -395,6 +397,7 @@ class Trainer:
             "clock_contended": clock["contended"],
             "preset": self.cfg.preset,
             "precision": m.precision.label,
+            "precision_note": m.precision.note,
             "weight_average": None
             if average is None
             else {"decay": average.decay, "every_steps": average.every, "updates": average.updates},
