@@ -23,7 +23,6 @@
 
 namespace {
 
-using ngp_ohem::corners;
 using ngp_ohem::Level;
 using ngp_ohem::read_levels;
 
@@ -72,19 +71,16 @@ __attribute__((optimize("no-tree-vectorize"))) void encode_tile(const float* x, 
   (void)coords;
 #endif
   for (size_t l = 0; l < levels.size(); ++l) {
-    const Level lv = levels[l];
-    for (int64_t i = vector_end; i < n; ++i) {
-      int64_t idx[8];
-      float w[8];
-      corners(x + 3 * i, lv, mask, idx, w);
-      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      for (int c = 0; c < 8; ++c) {
-        const float* row = table + idx[c] * f;
-        for (int64_t k = 0; k < f; ++k) acc[k] += w[c] * row[k];
-      }
-      float* o = enc + i * width + static_cast<int64_t>(l) * f;
-      for (int64_t k = 0; k < f; ++k) o[k] = acc[k];
-    }
+    ngp_ohem::for_each_corners_prefetched(
+        x, vector_end, n, levels[l], mask, table, f, false, [&](int64_t i, const int64_t* idx, const float* w) {
+          float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+          for (int c = 0; c < 8; ++c) {
+            const float* row = table + idx[c] * f;
+            for (int64_t k = 0; k < f; ++k) acc[k] += w[c] * row[k];
+          }
+          float* o = enc + i * width + static_cast<int64_t>(l) * f;
+          for (int64_t k = 0; k < f; ++k) o[k] = acc[k];
+        });
   }
 }
 

@@ -12,7 +12,6 @@
 #include <cstdint>
 #include <vector>
 
-using ngp_ohem::corners;
 using ngp_ohem::Level;
 using ngp_ohem::read_levels;
 
@@ -52,35 +51,63 @@ torch::Tensor hashgrid_forward(torch::Tensor x, torch::Tensor table, torch::Tens
         }
       }
 #endif
-      int64_t idx[8];
-      float w[8];
       for (int64_t l = 0; l < n_levels; ++l) {
-        const Level lv = levels[l];
-        for (int64_t i = vector_end; i < stop; ++i) {
-          corners(xp + 3 * i, lv, m, idx, w);
-          float* o = op + i * width + l * f;
-          if (f == 2) {
-            float a0 = 0.0f, a1 = 0.0f;
-            for (int c = 0; c < 8; ++c) {
-              const float* row = tp + idx[c] * 2;
-              a0 += w[c] * row[0];
-              a1 += w[c] * row[1];
-            }
-            o[0] = a0;
-            o[1] = a1;
-          } else {
-            for (int64_t k = 0; k < f; ++k) o[k] = 0.0f;
-            for (int c = 0; c < 8; ++c) {
-              const float* row = tp + idx[c] * f;
-              for (int64_t k = 0; k < f; ++k) o[k] += w[c] * row[k];
-            }
-          }
-        }
+        ngp_ohem::for_each_corners_prefetched(
+            xp, vector_end, stop, levels[l], m, tp, f, false, [&](int64_t i, const int64_t* idx, const float* w) {
+              float* o = op + i * width + l * f;
+              if (f == 2) {
+                float a0 = 0.0f, a1 = 0.0f;
+                for (int c = 0; c < 8; ++c) {
+                  const float* row = tp + idx[c] * 2;
+                  a0 += w[c] * row[0];
+                  a1 += w[c] * row[1];
+                }
+                o[0] = a0;
+                o[1] = a1;
+              } else {
+                for (int64_t k = 0; k < f; ++k) o[k] = 0.0f;
+                for (int c = 0; c < 8; ++c) {
+                  const float* row = tp + idx[c] * f;
+                  for (int64_t k = 0; k < f; ++k) o[k] += w[c] * row[k];
+                }
+              }
+            });
       }
     }
   }
   return out;
 }
+
+// Two-feature table gradient, corner by corner: samples in marching order share corners, most of all at the
+// coarse levels, so a corner's row is summed in registers while it repeats and added to the table when it
+// changes, instead of a read-modify-write of the same row per sample (a store-to-load chain through memory).
+struct RowRuns {
+  int64_t row[8] = {-1, -1, -1, -1, -1, -1, -1, -1};  // the row each corner is summing
+  float sum[8][2] = {};
+
+  void add(float* table, int c, int64_t r, float g0, float g1) {
+    if (r != row[c]) {
+      if (row[c] >= 0) {
+        table[2 * row[c]] += sum[c][0];
+        table[2 * row[c] + 1] += sum[c][1];
+      }
+      row[c] = r;
+      sum[c][0] = 0.0f;
+      sum[c][1] = 0.0f;
+    }
+    sum[c][0] += g0;
+    sum[c][1] += g1;
+  }
+
+  void flush(float* table) {  // the open runs
+    for (int c = 0; c < 8; ++c) {
+      if (row[c] < 0) continue;
+      table[2 * row[c]] += sum[c][0];
+      table[2 * row[c] + 1] += sum[c][1];
+      row[c] = -1;
+    }
+  }
+};
 
 // Adds the table gradient of the samples x, given the gradient of their encodings grad_out (N, L * F), into
 // grad_table (rows, F): what autograd's accumulation into `.grad` would do, without a fresh (rows, F) buffer.
@@ -109,13 +136,23 @@ void hashgrid_backward_into(torch::Tensor grad_out, torch::Tensor x, torch::Tens
 #endif
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t l = 0; l < n_levels; ++l) {
-    int64_t idx[8];
-    float w[8];
+    RowRuns runs;  // f == 2
+    // Adds sample i's gradient g at corners (idx, w) into the table: through the runs for f == 2.
+    auto scatter = [&](const float* g, auto&& corner_row, auto&& corner_weight) {
+      for (int c = 0; c < 8; ++c) {
+        const int64_t r = corner_row(c);
+        const float wc = corner_weight(c);
+        if (f == 2) {
+          runs.add(tp, c, r, wc * g[0], wc * g[1]);
+        } else {
+          float* row = tp + r * f;
+          for (int64_t k = 0; k < f; ++k) row[k] += wc * g[k];
+        }
+      }
+    };
 #if defined(NGP_OHEM_SIMD)
     alignas(64) int32_t vidx[8][ngp_ohem::kLanes];
     alignas(64) float vw[8][ngp_ohem::kLanes];
-    int32_t run_row[8] = {-1, -1, -1, -1, -1, -1, -1, -1};  // f == 2: the row each corner is summing, and its sum
-    float run_sum[8][2] = {};
     for (int64_t i0 = 0; i0 < vector_end; i0 += ngp_ohem::kLanes) {
       __m512i ci[8];
       __m512 cw[8];
@@ -125,52 +162,17 @@ void hashgrid_backward_into(torch::Tensor grad_out, torch::Tensor x, torch::Tens
         _mm512_store_si512(vidx[c], ci[c]);
         _mm512_store_ps(vw[c], cw[c]);
       }
-      if (f == 2) {
-        // Samples in marching order share corners, most of all at the coarse levels: a corner's row is
-        // summed in registers while it repeats and added to the table when it changes, instead of a
-        // read-modify-write of the same row per sample (a store-to-load chain through memory).
-        for (int j = 0; j < ngp_ohem::kLanes; ++j) {
-          const float* g = gp + (i0 + j) * n_levels * 2 + l * 2;
-          const float g0 = g[0], g1 = g[1];
-          for (int c = 0; c < 8; ++c) {
-            const int32_t r = vidx[c][j];
-            if (r != run_row[c]) {
-              if (run_row[c] >= 0) {
-                tp[2 * static_cast<int64_t>(run_row[c])] += run_sum[c][0];
-                tp[2 * static_cast<int64_t>(run_row[c]) + 1] += run_sum[c][1];
-              }
-              run_row[c] = r;
-              run_sum[c][0] = 0.0f;
-              run_sum[c][1] = 0.0f;
-            }
-            run_sum[c][0] += vw[c][j] * g0;
-            run_sum[c][1] += vw[c][j] * g1;
-          }
-        }
-        continue;
-      }
       for (int j = 0; j < ngp_ohem::kLanes; ++j) {
-        const float* g = gp + (i0 + j) * n_levels * f + l * f;
-        for (int c = 0; c < 8; ++c) {
-          float* row = tp + static_cast<int64_t>(vidx[c][j]) * f;
-          for (int64_t k = 0; k < f; ++k) row[k] += vw[c][j] * g[k];
-        }
+        scatter(gp + (i0 + j) * n_levels * f + l * f, [&](int c) { return static_cast<int64_t>(vidx[c][j]); },
+                [&](int c) { return vw[c][j]; });
       }
-    }
-    for (int c = 0; c < 8; ++c) {  // the open runs
-      if (run_row[c] < 0) continue;
-      tp[2 * static_cast<int64_t>(run_row[c])] += run_sum[c][0];
-      tp[2 * static_cast<int64_t>(run_row[c]) + 1] += run_sum[c][1];
     }
 #endif
-    for (int64_t i = vector_end; i < n; ++i) {
-      corners(xp + 3 * i, levels[l], m, idx, w);
-      const float* g = gp + i * n_levels * f + l * f;
-      for (int c = 0; c < 8; ++c) {
-        float* row = tp + idx[c] * f;
-        for (int64_t k = 0; k < f; ++k) row[k] += w[c] * g[k];
-      }
-    }
+    ngp_ohem::for_each_corners_prefetched(
+        xp, vector_end, n, levels[l], m, tp, f, true, [&](int64_t i, const int64_t* idx, const float* w) {
+          scatter(gp + i * n_levels * f + l * f, [&](int c) { return idx[c]; }, [&](int c) { return w[c]; });
+        });
+    runs.flush(tp);
   }
 }
 
