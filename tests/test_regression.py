@@ -55,3 +55,19 @@ def test_fixed_step_quality(scene_dir, tmp_path, method):
     assert psnr >= reference - QUALITY_TOLERANCE_DB, (
         f"{method} PSNR after {REFERENCE['quality_steps']} steps fell to {psnr:.2f} dB (reference {reference:.2f})"
     )
+
+
+def test_ci_compares_speed_with_the_stored_run_of_this_cpu_class(tmp_path: Path, monkeypatch) -> None:
+    """The absolute backstop compares with a run from a CPU with the same vector instructions (else the first)."""
+    import cpuinfo
+
+    def stored(name: str, flags: list[str]) -> None:
+        (tmp_path / name).write_text(json.dumps({"machine_info": {"cpu": {"flags": flags}}}))
+
+    stored("0001_cpu2core.json", ["avx2", "fma", "avx512f", "avx512_bf16"])
+    stored("0002_cpu2core-avx2.json", ["avx2", "fma", "sse4_2"])
+    for flags, want in ((["avx2", "avx512f", "avx512_bf16", "aes"], "0001"), (["avx2", "aes"], "0002"),
+                        (["sse2"], "0001")):  # fmt: skip
+        monkeypatch.setattr(cpuinfo, "get_cpu_info", lambda flags=flags: {"flags": flags})
+        assert bench.stored_run_for_this_cpu(tmp_path) == want
+    assert any(bench.STORED_RUNS.glob(f"{bench.stored_run_for_this_cpu()}_*.json"))  # the real storage
