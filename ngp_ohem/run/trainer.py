@@ -284,8 +284,8 @@ class Trainer:
         if resumed or self.trace.path.exists():
             # Drop rows of a lost session (evaluated after the last checkpoint, or an abandoned run).
             self.trace.write()
-        if self.model.precision.note:
-            print(f"ngp-ohem: {self.model.precision.note}", file=sys.stderr)
+        if self.model.precision.note and self.progress:  # information, on stdout: stderr is for errors
+            print(f"ngp-ohem: {self.model.precision.note}")
         previous = signal.signal(signal.SIGTERM, self.stop.handle)
         try:
             self._loop()
