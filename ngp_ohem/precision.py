@@ -7,7 +7,7 @@ type is fp16 and the loss is scaled by a ``GradScaler`` (an overflowing step is 
 scale lowered); on a CPU that multiplies bf16 in hardware (AVX-512 BF16 or AMX) it is bf16, which has
 fp32's exponent range and needs no scaler. The fused no-graph CPU field kernel reads the autocast
 state and runs its MLPs in bf16 under it. On any other CPU ``mixed`` runs in fp32 and says so: there
-torch emulates bf16, and a step costs several times an fp32 one (:data:`EMULATED_BF16_NOTE`).
+torch emulates bf16, and the field's forward + backward costs several times fp32's (:data:`EMULATED_BF16_NOTE`).
 ``fp32`` leaves every call untouched.
 """
 
@@ -24,7 +24,7 @@ from ngp_ohem.names import PRECISIONS
 # no-graph forward 99 / 312 ms.
 EMULATED_BF16_NOTE = (
     "precision mixed runs in fp32 on this CPU: it has no native bf16 (AVX-512 BF16 or AMX), and emulated "
-    "bf16 made a training step ~4.7x slower than fp32 (benchmarks/adhoc/no_graph_precision.py)"
+    "bf16 made the field's graph forward + backward ~4.7x slower than fp32 (benchmarks/adhoc/no_graph_precision.py)"
 )
 
 

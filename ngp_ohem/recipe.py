@@ -46,7 +46,7 @@ ITEMS: tuple[Item, ...] = (
          {"eval.ema_decay": 0.95, "eval.ema_every": "epoch"}),
     Item("precision", "fp16 autocast + GradScaler for the network (-O)", "main.py:122-128, nerf/renderer.py:610, 655, "
          "nerf/utils.py:406", "the same on CUDA; bf16 autocast on a CPU with native bf16 (AVX-512 BF16, AMX; "
-         "no scaler), fp32 on others (emulated bf16: a step ~4.7x slower); compositing fp32",
+         "no scaler), fp32 on others (emulated bf16: forward + backward ~4.7x slower); compositing fp32",
          _same("bf16 +0.28 / -0.09 dB over fp32"), "", {"precision": "mixed"}),
     Item("MLPs", "density 32-64-64-16, colour (16+15)-32-32-3, no biases, ReLU", "nerf/network.py:19-44, 93-94",
          "the same", "density 32-64-16, colour 31-64-64-3 (NVIDIA's Instant-NGP)",

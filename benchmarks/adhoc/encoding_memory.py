@@ -8,8 +8,6 @@ Run alone, from outside the repository, for any tree:
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Callable
 
 import torch
 
@@ -19,17 +17,7 @@ from ngp_ohem.field.native import load_native
 
 torch.set_num_threads(2)
 N = 1 << 16
-
-
-def median_ms(fn: Callable[[], object], rounds: int = 11) -> float:
-    fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[rounds // 2] * 1e3
-
+ROUNDS = 11
 
 field, x_world, d = bench.field_workload(N)
 enc = field.encoding
@@ -41,16 +29,16 @@ grad_out, grad_table = torch.randn(N, enc.spec.output_dim), torch.zeros_like(enc
 row: dict[str, float] = {}
 with torch.no_grad():
     for name, x in (("ray", ray_like), ("uniform", uniform)):
-        row[f"forward_{name}"] = median_ms(lambda x=x: enc(x))
-        row[f"gradient_{name}"] = median_ms(
-            lambda x=x: native.backward_into(grad_out, x, grad_table, *consts.kernel_args())
+        row[f"forward_{name}"] = bench.median_ms(lambda x=x: enc(x), ROUNDS)
+        row[f"gradient_{name}"] = bench.median_ms(
+            lambda x=x: native.backward_into(grad_out, x, grad_table, *consts.kernel_args()), ROUNDS
         )
-    row["fused_field"] = median_ms(lambda: field(x_world, d))
-    row["fused_density"] = median_ms(lambda: field.density_raw(x_world))
+    row["fused_field"] = bench.median_ms(lambda: field(x_world, d), ROUNDS)
+    row["fused_density"] = bench.median_ms(lambda: field.density_raw(x_world), ROUNDS)
 print("ms at 2^16:", {k: round(v, 1) for k, v in row.items()})
 for log2 in (10, 14, 17, 19):
     sized = HashGridEncoding(dataclasses.replace(bench.ENCODING_SPEC, log2_table_size=log2))
     with torch.no_grad():
         sized.table.normal_(0, 1e-2)
-        ms = median_ms(lambda sized=sized: sized(ray_like))
+        ms = bench.median_ms(lambda sized=sized: sized(ray_like), ROUNDS)
     print(f"table 2^{log2} ({sized.table.numel() * 4 / 2**20:.1f} MiB): forward {ms:.1f} ms")

@@ -85,8 +85,8 @@ inline void corners(const float* x, const Level& lv, uint32_t mask, int64_t idx[
 // lv, while the table rows of sample i + kCornersAhead are already being fetched (rows at `rows`, f floats
 // each; `for_write` when visit will add into them). Why: where a level's rows do not fit in L2 (a 2^17
 // table is 1 MiB a level), one sample at a time leaves each of its 8 loads waiting on the last; on a
-// 2-core Zen 3 (512 KiB L2) the scalar encoding of 2^16 samples went from 104-157 ms to 20-37 ms with
-// the rows of 16 samples ahead in flight, bit for bit the same features (benchmarks/README.md).
+// 2-core Zen 3 (512 KiB L2) the scalar encoding of 2^16 ray-like samples went from ~110 ms to ~27 ms
+// with the rows of 16 samples ahead in flight (benchmarks/adhoc/encoding_memory.py), bit for bit the same features (benchmarks/README.md).
 constexpr int64_t kCornersAhead = 16;
 
 template <class Visit>
