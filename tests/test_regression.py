@@ -83,3 +83,20 @@ def test_ci_compares_speed_with_the_stored_run_of_this_cpu_class(tmp_path: Path,
         monkeypatch.setattr(cpuinfo, "get_cpu_info", lambda flags=flags: {"flags": flags})
         assert bench.stored_run_for_this_cpu(tmp_path) == want
     assert any(bench.STORED_RUNS.glob(f"{bench.stored_run_for_this_cpu()}_*.json"))  # the real storage
+
+
+def test_yardstick_costs_are_stored_and_looked_up_per_cpu_class(tmp_path: Path, monkeypatch) -> None:
+    """Recording on one CPU class replaces that class's costs and keeps the others'."""
+    import cpuinfo
+
+    target = tmp_path / "yardstick.json"
+    costs = iter([{"step": 1.0}, {"step": 2.0}, {"step": 3.0}])
+    monkeypatch.setattr(bench, "measure_yardstick_costs", lambda scene_dir: next(costs))
+    for flags in (["avx2", "avx512f", "avx512_bf16"], ["avx2", "fma"], ["avx2", "aes"]):
+        monkeypatch.setattr(cpuinfo, "get_cpu_info", lambda flags=flags: {"flags": flags})
+        bench.write_yardstick_costs(target, tmp_path)
+    assert bench.stored_yardstick_costs(("avx2", "avx512f", "avx512_bf16"), target)[1] == {"step": 1.0}
+    assert bench.stored_yardstick_costs(("avx2",), target)[1] == {"step": 3.0}  # re-recorded, not duplicated
+    assert len(json.loads(target.read_text())["by_cpu"]) == 2
+    assert bench.stored_yardstick_costs(("sse2",), target) is None
+    assert bench.stored_yardstick_costs(("avx2", "avx512f", "avx512_bf16")) is not None  # the real storage
