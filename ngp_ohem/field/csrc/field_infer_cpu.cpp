@@ -48,7 +48,7 @@ std::vector<Layer> read_layers(const std::vector<torch::Tensor>& weights) {
 
 // Hash-grid features of n <= kChunk samples into enc (n, L * F), level-outer so a level's rows stay hot.
 // Corners from hashgrid_levels.h / hashgrid_simd.h, as the training encoder picks them (this file too is
-// built without FMA contraction): 16 samples at a time where AVX-512 is there, the rest one by one.
+// built without FMA contraction): 16 samples at a time with AVX-512, 8 with AVX2, the rest one by one.
 // The scalar loop is not auto-vectorised: GCC's own AVX-512 gathers for it were 2x slower than scalar
 // loads on AMD Zen; the hand-written vector path gathers whole 2-feature rows instead.
 __attribute__((optimize("no-tree-vectorize"))) void encode_tile(const float* x, int64_t n,
@@ -61,10 +61,11 @@ __attribute__((optimize("no-tree-vectorize"))) void encode_tile(const float* x, 
     ngp_ohem::to_coordinate_rows(x, n, coords);
     vector_end = n / ngp_ohem::kLanes * ngp_ohem::kLanes;
     for (size_t l = 0; l < levels.size(); ++l) {
-      for (int64_t i = 0; i < vector_end; i += ngp_ohem::kLanes) {
-        ngp_ohem::encode16_f2(coords + i, coords + n + i, coords + 2 * n + i, levels[l], mask, table,
-                              enc + i * width + static_cast<int64_t>(l) * 2, width);
-      }
+      ngp_ohem::for_each_batch_prefetched(
+          coords, coords + n, coords + 2 * n, vector_end, levels[l], mask, table, f, false,
+          [&](int64_t i0, const ngp_ohem::BatchCorners& b) {
+            ngp_ohem::sum_rows_f2(b.idx, b.w, table, enc + i0 * width + static_cast<int64_t>(l) * 2, width);
+          });
     }
   }
 #else
@@ -125,6 +126,81 @@ void dense_fixed(const float* in, int64_t n, int64_t ni, const float* wt, float*
   }
 }
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+// dense_fixed for AVX2 (16 vector registers): its four samples x NO outputs need NO / 2 accumulators, which
+// for 64 outputs is twice the register file, so GCC keeps them in memory. Here four samples x 16 outputs
+// (8 accumulators, the two weight vectors held in registers: left to itself GCC reloads them for every
+// multiply) over the whole of k, then the next 16 outputs; k ascending per output, as dense_fixed, but with
+// fused multiply-adds where the CPU has them (rounded once, so not dense_fixed's bits; the tests compare
+// with the module path to a tolerance, as for every fp32 path here). On a 2-core Zen 3 one 64 -> 64 layer
+// over 2^16 samples, one thread: dense_fixed 13-18 ms, this without FMA 8.5-11, with FMA 7.2-8.1
+// (benchmarks/README.md).
+inline __m256 multiply_add(__m256 v, __m256 w, __m256 acc) {
+#if defined(__FMA__)
+  return _mm256_fmadd_ps(v, w, acc);
+#else
+  return _mm256_add_ps(acc, _mm256_mul_ps(v, w));
+#endif
+}
+
+template <int NO>
+void dense_avx2(const float* in, int64_t n, int64_t ni, const float* wt, float* out, bool relu) {
+  static_assert(NO % 16 == 0, "whole 16-output blocks");
+  const __m256 zero = _mm256_setzero_ps();
+  auto finish = [&](__m256 v) { return relu ? _mm256_max_ps(zero, v) : v; };  // v < 0 ? 0 : v, as std::max(v, 0)
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float* r = in + i * ni;
+    float* d = out + i * NO;
+    for (int ob = 0; ob < NO; ob += 16) {
+      __m256 a[4][2] = {{zero, zero}, {zero, zero}, {zero, zero}, {zero, zero}};
+      const float* w = wt + ob;
+      for (int64_t k = 0; k < ni; ++k, w += NO) {
+        __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
+        asm("" : "+x"(w0), "+x"(w1));  // keeps them in registers
+        for (int s = 0; s < 4; ++s) {
+          const __m256 v = _mm256_broadcast_ss(r + s * ni + k);
+          a[s][0] = multiply_add(v, w0, a[s][0]);
+          a[s][1] = multiply_add(v, w1, a[s][1]);
+        }
+      }
+      for (int s = 0; s < 4; ++s) {
+        _mm256_storeu_ps(d + s * NO + ob, finish(a[s][0]));
+        _mm256_storeu_ps(d + s * NO + ob + 8, finish(a[s][1]));
+      }
+    }
+  }
+  if (i < n) dense_fixed<NO>(in + i * ni, n - i, ni, wt, out + i * NO, relu);
+}
+
+// A layer of at most 8 outputs (the colour MLP's last, 3): its weights padded with zeros to one vector, then
+// eight samples at a time, one accumulator each. The runtime-width loop did it one sample at a time with
+// 3-wide inner loops, ~5 ms of the colour MLP's ~13 at 2^16.
+void dense_avx2_narrow(const float* in, int64_t n, const Layer& layer, float* out, bool relu) {
+  const int64_t ni = layer.in, no = layer.out;
+  alignas(32) float wp[kMaxWidth][8] = {};
+  for (int64_t k = 0; k < ni; ++k)
+    for (int64_t o = 0; o < no; ++o) wp[k][o] = layer.wt[k * no + o];
+  const __m256 zero = _mm256_setzero_ps();
+  alignas(32) float row[8];
+  for (int64_t i0 = 0; i0 < n; i0 += 8) {
+    const int64_t cnt = std::min<int64_t>(8, n - i0);
+    __m256 a[8] = {zero, zero, zero, zero, zero, zero, zero, zero};
+    for (int64_t k = 0; k < ni; ++k) {
+      __m256 w = _mm256_load_ps(wp[k]);
+      asm("" : "+x"(w));
+      for (int s = 0; s < 8; ++s) {
+        if (s < cnt) a[s] = multiply_add(_mm256_broadcast_ss(in + (i0 + s) * ni + k), w, a[s]);
+      }
+    }
+    for (int64_t s = 0; s < cnt; ++s) {
+      _mm256_store_ps(row, relu ? _mm256_max_ps(zero, a[s]) : a[s]);
+      for (int64_t o = 0; o < no; ++o) out[(i0 + s) * no + o] = row[o];
+    }
+  }
+}
+#endif
+
 // Any other width: the same loops with a runtime width.
 void dense_any(const float* in, int64_t n, const Layer& layer, float* out, bool relu) {
   const int64_t ni = layer.in, no = layer.out;
@@ -142,6 +218,17 @@ void dense_any(const float* in, int64_t n, const Layer& layer, float* out, bool 
 }
 
 void dense_tile(const float* in, int64_t n, const Layer& layer, float* out, bool relu) {
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  switch (layer.out) {
+    case 64: return dense_avx2<64>(in, n, layer.in, layer.wt, out, relu);
+    case 32: return dense_avx2<32>(in, n, layer.in, layer.wt, out, relu);
+    case 16: return dense_avx2<16>(in, n, layer.in, layer.wt, out, relu);
+    case 128: return dense_avx2<128>(in, n, layer.in, layer.wt, out, relu);
+    default:
+      if (layer.out <= 8) return dense_avx2_narrow(in, n, layer, out, relu);
+      break;
+  }
+#endif
   switch (layer.out) {
     case 64: return dense_fixed<64>(in, n, layer.in, layer.wt, out, relu);
     case 32: return dense_fixed<32>(in, n, layer.in, layer.wt, out, relu);

@@ -43,11 +43,13 @@ torch::Tensor hashgrid_forward(torch::Tensor x, torch::Tensor table, torch::Tens
       if (f == 2) {
         ngp_ohem::to_coordinate_rows(xp + 3 * start, count, coords.data());
         vector_end = start + count / ngp_ohem::kLanes * ngp_ohem::kLanes;
+        const float* c0 = coords.data();
         for (int64_t l = 0; l < n_levels; ++l) {
-          for (int64_t i = start; i < vector_end; i += ngp_ohem::kLanes) {
-            const float* c0 = coords.data() + (i - start);
-            ngp_ohem::encode16_f2(c0, c0 + count, c0 + 2 * count, levels[l], m, tp, op + i * width + l * 2, width);
-          }
+          ngp_ohem::for_each_batch_prefetched(
+              c0, c0 + count, c0 + 2 * count, vector_end - start, levels[l], m, tp, f, false,
+              [&](int64_t i0, const ngp_ohem::BatchCorners& b) {
+                ngp_ohem::sum_rows_f2(b.idx, b.w, tp, op + (start + i0) * width + l * 2, width);
+              });
         }
       }
 #endif
@@ -151,22 +153,14 @@ void hashgrid_backward_into(torch::Tensor grad_out, torch::Tensor x, torch::Tens
       }
     };
 #if defined(NGP_OHEM_SIMD)
-    alignas(64) int32_t vidx[8][ngp_ohem::kLanes];
-    alignas(64) float vw[8][ngp_ohem::kLanes];
-    for (int64_t i0 = 0; i0 < vector_end; i0 += ngp_ohem::kLanes) {
-      __m512i ci[8];
-      __m512 cw[8];
-      const float* c0 = coords.data() + i0;
-      ngp_ohem::corners16(c0, c0 + n, c0 + 2 * n, levels[l], m, ci, cw);
-      for (int c = 0; c < 8; ++c) {
-        _mm512_store_si512(vidx[c], ci[c]);
-        _mm512_store_ps(vw[c], cw[c]);
-      }
-      for (int j = 0; j < ngp_ohem::kLanes; ++j) {
-        scatter(gp + (i0 + j) * n_levels * f + l * f, [&](int c) { return static_cast<int64_t>(vidx[c][j]); },
-                [&](int c) { return vw[c][j]; });
-      }
-    }
+    const float* c0 = coords.data();
+    ngp_ohem::for_each_batch_prefetched(
+        c0, c0 + n, c0 + 2 * n, vector_end, levels[l], m, tp, f, true, [&](int64_t i0, const ngp_ohem::BatchCorners& b) {
+          for (int j = 0; j < ngp_ohem::kLanes; ++j) {
+            scatter(gp + (i0 + j) * n_levels * f + l * f, [&](int c) { return static_cast<int64_t>(b.idx[c][j]); },
+                    [&](int c) { return b.w[c][j]; });
+          }
+        });
 #endif
     ngp_ohem::for_each_corners_prefetched(
         xp, vector_end, n, levels[l], m, tp, f, true, [&](int64_t i, const int64_t* idx, const float* w) {
