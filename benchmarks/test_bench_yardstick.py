@@ -18,6 +18,10 @@ from benchmarks import bench
 
 FLAGS = bench.this_cpu_vector_flags()
 STORED = bench.stored_yardstick_costs(FLAGS)
+# A cost over the bound is measured again, up to this many passes in all, and the lowest counts: on the 2-core
+# Zen 3 one pass of an unchanged baseline step read 2.17 yardsticks against 1.43-1.55 in the passes around it,
+# while a step doing its work twice reads ~2x in every pass (benchmarks/README.md).
+MAX_PASSES = 3
 CASES = sorted(bench.yardstick_cases(Path("unused-until-built")))  # the builders are lazy
 
 
@@ -32,9 +36,14 @@ def test_cost_in_yardsticks_does_not_grow(benchmark, scene_dir, case):
     if threads != torch.get_num_threads():
         pytest.skip(f"stored costs are for {threads} threads, this run has {torch.get_num_threads()}")
     unit = bench.yardstick_cases(scene_dir)[case]()
-    cost = bench.cost_in_yardsticks(unit)
-    benchmark.pedantic(unit, rounds=3)
     bound = costs[case] * bench.YARDSTICK_MARGIN
-    benchmark.extra_info.update({"yardsticks": round(cost, 4), "stored": costs[case], "bound": bound})
-    print(f"\n{case}: {cost:.3f} yardsticks (stored {costs[case]}, bound {bound:.3f})")
+    passes = [bench.cost_in_yardsticks(unit)]
+    while passes[-1] > bound and len(passes) < MAX_PASSES:  # a burst of noise only ever adds time
+        passes.append(bench.cost_in_yardsticks(unit))
+    cost = min(passes)
+    benchmark.pedantic(unit, rounds=3)
+    benchmark.extra_info.update(
+        {"yardsticks": round(cost, 4), "passes": len(passes), "stored": costs[case], "bound": bound}
+    )
+    print(f"\n{case}: {cost:.3f} yardsticks in {len(passes)} pass(es) (stored {costs[case]}, bound {bound:.3f})")
     assert cost <= bound, f"{case} costs {cost:.3f} yardsticks, over the bound {bound:.3f} (stored x margin)"
