@@ -235,8 +235,8 @@ def test_native_and_torch_agree_on_a_large_batch(convention: str) -> None:
 
 @pytest.mark.parametrize("convention", CONVENTIONS)
 def test_vector_and_scalar_corners_agree_bit_for_bit(convention: str) -> None:
-    """The AVX-512 path (16 samples at a time, csrc/hashgrid_simd.h) and the scalar tail must be the
-    same arithmetic: a batch encoded at once equals its samples encoded one by one (a batch of 1
+    """The vector path (16 samples at a time with AVX-512, 8 with AVX2: csrc/hashgrid_simd.h) and the
+    scalar tail must be the same arithmetic: a batch encoded at once equals its samples encoded one by one (a batch of 1
     takes the scalar path), forward and table gradient, including NaN, outside and boundary points."""
     native = load_native()
     if native is None:
