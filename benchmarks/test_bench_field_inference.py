@@ -14,7 +14,7 @@ import torch
 from benchmarks import bench
 from ngp_ohem.field.native import load_field_native
 
-# fused / graph forward bound by CPU class (bench.VECTOR_FLAGS), fp32: measured 0.70-0.78 on the AVX2 Zen 3
+# fused / graph forward bound by CPU class (bench.VECTOR_FLAGS), fp32: measured 0.52-0.78 on the AVX2 Zen 3
 # after its 8-lane corners and register-blocked MLPs (benchmarks/README.md); elsewhere only what held
 # before them, a no-graph pass never dearer than 1.2 graph forwards.
 MAX_RATIO = {("avx2",): 0.95}

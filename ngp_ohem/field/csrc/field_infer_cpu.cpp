@@ -33,6 +33,7 @@ constexpr int64_t kMaxWidth = 256;
 struct Layer {
   const float* wt;  // (in, out) row-major
   int64_t in, out;
+  std::vector<float> wt8;  // a layer of at most 8 outputs: (in, 8), zero-padded (dense_avx2_narrow)
 };
 
 std::vector<Layer> read_layers(const std::vector<torch::Tensor>& weights) {
@@ -40,7 +41,13 @@ std::vector<Layer> read_layers(const std::vector<torch::Tensor>& weights) {
   for (const auto& w : weights) {
     TORCH_CHECK(w.dim() == 2 && w.is_contiguous() && w.scalar_type() == torch::kFloat32, "weights: (in, out) f32");
     TORCH_CHECK(w.size(0) <= kMaxWidth && w.size(1) <= kMaxWidth, "layer wider than ", kMaxWidth);
-    layers.push_back(Layer{w.data_ptr<float>(), w.size(0), w.size(1)});
+    Layer layer{w.data_ptr<float>(), w.size(0), w.size(1), {}};
+    if (layer.out <= 8) {  // padded once a call, not once a tile
+      layer.wt8.assign(layer.in * 8, 0.0f);
+      for (int64_t k = 0; k < layer.in; ++k)
+        for (int64_t o = 0; o < layer.out; ++o) layer.wt8[k * 8 + o] = layer.wt[k * layer.out + o];
+    }
+    layers.push_back(std::move(layer));
   }
   for (size_t i = 1; i < layers.size(); ++i) TORCH_CHECK(layers[i].in == layers[i - 1].out, "layer sizes differ");
   return layers;
@@ -173,31 +180,29 @@ void dense_avx2(const float* in, int64_t n, int64_t ni, const float* wt, float* 
   if (i < n) dense_fixed<NO>(in + i * ni, n - i, ni, wt, out + i * NO, relu);
 }
 
-// A layer of at most 8 outputs (the colour MLP's last, 3): its weights padded with zeros to one vector, then
-// eight samples at a time, one accumulator each. The runtime-width loop did it one sample at a time with
-// 3-wide inner loops, ~5 ms of the colour MLP's ~13 at 2^16.
+void dense_any(const float* in, int64_t n, const Layer& layer, float* out, bool relu);
+
+// A layer of at most 8 outputs (the colour MLP's last, 3): its weights zero-padded to one vector (Layer::wt8),
+// eight samples at a time, one accumulator each; the last n % 8 samples go through dense_any. The runtime-width
+// loop did it one sample at a time with 3-wide inner loops, ~5 ms of the colour MLP's ~13 at 2^16.
 void dense_avx2_narrow(const float* in, int64_t n, const Layer& layer, float* out, bool relu) {
   const int64_t ni = layer.in, no = layer.out;
-  alignas(32) float wp[kMaxWidth][8] = {};
-  for (int64_t k = 0; k < ni; ++k)
-    for (int64_t o = 0; o < no; ++o) wp[k][o] = layer.wt[k * no + o];
   const __m256 zero = _mm256_setzero_ps();
   alignas(32) float row[8];
-  for (int64_t i0 = 0; i0 < n; i0 += 8) {
-    const int64_t cnt = std::min<int64_t>(8, n - i0);
+  int64_t i0 = 0;
+  for (; i0 + 8 <= n; i0 += 8) {
     __m256 a[8] = {zero, zero, zero, zero, zero, zero, zero, zero};
     for (int64_t k = 0; k < ni; ++k) {
-      __m256 w = _mm256_load_ps(wp[k]);
-      asm("" : "+x"(w));
-      for (int s = 0; s < 8; ++s) {
-        if (s < cnt) a[s] = multiply_add(_mm256_broadcast_ss(in + (i0 + s) * ni + k), w, a[s]);
-      }
+      __m256 w = _mm256_loadu_ps(layer.wt8.data() + k * 8);
+      asm("" : "+x"(w));  // keeps it in a register
+      for (int s = 0; s < 8; ++s) a[s] = multiply_add(_mm256_broadcast_ss(in + (i0 + s) * ni + k), w, a[s]);
     }
-    for (int64_t s = 0; s < cnt; ++s) {
+    for (int s = 0; s < 8; ++s) {
       _mm256_store_ps(row, relu ? _mm256_max_ps(zero, a[s]) : a[s]);
       for (int64_t o = 0; o < no; ++o) out[(i0 + s) * no + o] = row[o];
     }
   }
+  if (i0 < n) dense_any(in + i0 * ni, n - i0, layer, out + i0 * no, relu);
 }
 #endif
 
