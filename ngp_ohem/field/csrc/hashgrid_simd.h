@@ -123,10 +123,6 @@ inline void corners_lanes(const float* xs0, const float* xs1, const float* xs2, 
   }
 }
 
-// The AVX-512 CPUs measured were bound by the corner arithmetic, not by the rows (see the top), and this
-// path was not changed when the AVX2 one learnt to fetch ahead: no batches ahead here.
-constexpr int64_t kBatchesAhead = 0;
-
 #elif defined(__AVX2__)
 
 constexpr int kLanes = 8;
@@ -223,13 +219,16 @@ inline void sum_rows_f2(const int32_t idx[8][kLanes], const float w[8][kLanes], 
   }
 }
 
-// Without fetching ahead, the 8-lane gathers waited on the rows once a level left the L2 (2^17 table at
-// 2^16 samples: 40 ms against the scalar ring's 22), so the rows of the batch 16 samples ahead are fetched.
-constexpr int64_t kBatchesAhead = kCornersAhead / kLanes;
-
 #endif  // vector widths
 
 #if defined(NGP_OHEM_SIMD)
+// Without fetching ahead, the vector gathers wait on the rows once a level leaves the L2, so the rows of
+// the batch kCornersAhead samples ahead are fetched, at both widths. AVX2 on a Zen 3 (2^17 table, 2^16
+// samples): 40 ms against the scalar ring's 22. AVX-512 on a Zen 5 (1 MiB L2), where the 16-lane path had
+// fetched nothing ahead since the Intel CPU it was built on was bound by the corner arithmetic: the fused
+// no-graph field 15-21 -> 7-8.5 ms, steadier too (benchmarks/README.md, "Fetching ahead on AVX-512").
+constexpr int64_t kBatchesAhead = kCornersAhead / kLanes;
+
 // The corners of one batch of kLanes samples at one level.
 struct BatchCorners {
   int32_t idx[8][kLanes];
@@ -252,7 +251,6 @@ inline void for_each_batch_prefetched(const float* xs0, const float* xs1, const 
     BatchCorners& slot = ring[b & (kSlots - 1)];
     const int64_t i0 = b * kLanes;
     corners_lanes(xs0 + i0, xs1 + i0, xs2 + i0, lv, mask, slot.idx, slot.w);
-    if (kBatchesAhead == 0) return;
     for (int c = 0; c < 8; ++c) {
       for (int j = 0; j < kLanes; ++j) {
         if (for_write) {
