@@ -16,12 +16,15 @@ from pathlib import Path
 
 import torch
 
+from ngp_ohem.allocator import keep_freed_memory
 from ngp_ohem.config import build_config
 from ngp_ohem.data import load_scene
 from ngp_ohem.data.procedural import make_blender_scene
 from ngp_ohem.field.hashgrid import HashGridEncoding, HashGridSpec
 from ngp_ohem.names import PAPER_METHODS
 from ngp_ohem.run.trainer import Trainer
+
+keep_freed_memory()  # what a training process runs with (the trainer sets it too): timings of its parts match
 
 
 def procedural_scene_dir(root: Path, seed: int = 0) -> Path:
@@ -207,14 +210,13 @@ YARDSTICK_MARGIN = 1.5  # a cost may grow by this factor before the check fails 
 YARDSTICK_ROUNDS = 12
 
 
-def cost_in_yardsticks(fn: Callable[[], None], rounds: int = YARDSTICK_ROUNDS) -> float:
-    """Median over rounds of (fn time / yardstick time), the two timed back to back in each round.
+def median_round_ratio(fn: Callable[[], None], ref: Callable[[], None], rounds: int) -> float:
+    """Median over rounds of (fn time / ref time), the two timed back to back, which goes first alternating.
 
     Per-round ratios follow the machine's speed as it drifts; their median ignores a round that a
-    burst of noise hit on one side only.
+    burst of noise hit on one side only. A ratio of two medians does not: on a 2-core Zen 5 the graph
+    forward's median moved 18-27 ms between runs minutes apart while the no-graph pass's held at 7-9.
     """
-    yardstick = Yardstick()
-    yardstick()  # first-touch allocation is not the unit
 
     def seconds(f: Callable[[], None]) -> float:
         start = time.perf_counter()
@@ -222,13 +224,20 @@ def cost_in_yardsticks(fn: Callable[[], None], rounds: int = YARDSTICK_ROUNDS) -
         return time.perf_counter() - start
 
     ratios = []
-    for i in range(rounds):  # alternate which one goes first
+    for i in range(rounds):
         if i % 2:
-            unit, ref = seconds(fn), seconds(yardstick)
+            unit, base = seconds(fn), seconds(ref)
         else:
-            ref, unit = seconds(yardstick), seconds(fn)
-        ratios.append(unit / ref)
+            base, unit = seconds(ref), seconds(fn)
+        ratios.append(unit / base)
     return statistics.median(ratios)
+
+
+def cost_in_yardsticks(fn: Callable[[], None], rounds: int = YARDSTICK_ROUNDS) -> float:
+    """``fn``'s cost in :class:`Yardstick` units (:func:`median_round_ratio` against a fresh yardstick)."""
+    yardstick = Yardstick()
+    yardstick()  # first-touch allocation is not the unit
+    return median_round_ratio(fn, yardstick, rounds)
 
 
 def yardstick_cases(scene_dir: Path) -> dict[str, Callable[[], Callable[[], None]]]:

@@ -1,9 +1,11 @@
 """The no-graph field evaluation (mining's first pass, grid queries, renders) against the graph forward of
 the same field on the same samples, timed in alternation in one process (issue 12).
 
-Three units at 2^16 samples: ``fused`` (the default no-graph path, csrc/field_infer_cpu.cpp), ``module``
-(the module path without a graph: native encoding + torch matmuls) and ``graph`` (autograd on). The
-medians and ratios go to extra_info; the check is on fused / graph (``MAX_RATIO``, benchmarks/README.md).
+At 2^16 samples, in fp32 and in the training precision (``mixed``: bf16 autocast where the CPU multiplies
+bf16 natively; elsewhere it is fp32 and that case is skipped). Three units: ``fused`` (the default
+no-graph path, csrc/field_infer_cpu.cpp), ``module`` (the module path without a graph: native encoding +
+torch matmuls) and ``graph`` (autograd on). The medians go to extra_info; the check is on the median of
+per-round fused / graph ratios (``bench.median_round_ratio``) against a bound per CPU class and precision.
 """
 
 from __future__ import annotations
@@ -13,38 +15,52 @@ import torch
 
 from benchmarks import bench
 from ngp_ohem.field.native import load_field_native
+from ngp_ohem.precision import Precision, network
 
-# fused / graph forward bound by CPU class (bench.VECTOR_FLAGS), fp32: measured 0.52-0.78 on the AVX2 Zen 3
-# after its 8-lane corners and register-blocked MLPs (benchmarks/README.md); elsewhere only what held
-# before them, a no-graph pass never dearer than 1.2 graph forwards.
-MAX_RATIO = {("avx2",): 0.95}
-OTHER_CPUS_MAX_RATIO = 1.2
+# fused / graph forward bound by (precision, CPU class: bench.VECTOR_FLAGS). Measured (benchmarks/README.md):
+# fp32 0.52-0.78 on the AVX2 Zen 3 after its 8-lane corners and register-blocked MLPs; on the AVX-512 BF16
+# Zen 5 after the 16-lane corners fetched ahead, fp32 0.51-0.55 and bf16 0.31-0.50 as ratios of medians,
+# ISSUE_BOUND_NOTE as medians of per-round ratios. The issue asks bf16 <= 0.5; the bound leaves room for
+# this VM's noise and fails on a no-graph pass that lost its fused kernel (module path: ~0.6-0.7).
+MAX_RATIO = {
+    ("fp32", ("avx2",)): 0.95,
+    ("fp32", ("avx2", "avx512f", "avx512_bf16")): 0.75,
+    ("bfloat16", ("avx2", "avx512f", "avx512_bf16")): 0.5,
+}
+OTHER_CPUS_MAX_RATIO = 1.2  # elsewhere only what held before the vector kernels: never dearer than 1.2 forwards
+ROUNDS = 21
 
 
-def test_no_graph_field_evaluation_is_not_dearer_than_a_graph_forward(benchmark):
+@pytest.mark.parametrize("mode", ["fp32", "mixed"])
+def test_no_graph_field_evaluation_is_cheaper_than_a_graph_forward(benchmark, mode):
+    if load_field_native() is None:
+        pytest.skip("the fused field kernel could not be built here (no compiler?)")
+    precision = Precision(mode, torch.device("cpu"))
+    if mode == "mixed" and precision.dtype is None:
+        pytest.skip("precision mixed runs in fp32 on this CPU (no native bf16): the fp32 case covers it")
     field, x, d = bench.field_workload(1 << 16)
+    with torch.no_grad():
+        field.encoding.table.normal_(0, 1e-2)  # trained-size features, not the initial 1e-4 noise
+    net = network(field, precision)
 
     def no_graph(fused: bool):
         def run() -> None:
             field.fused_inference = fused
             with torch.no_grad():
-                field(x, d)
+                net(x, d)
             field.fused_inference = True
 
         return run
 
     def graph() -> None:
-        field(x, d)
+        net(x, d)
 
-    if load_field_native() is None:
-        pytest.skip("the fused field kernel could not be built here (no compiler?)")
     units = {"fused": no_graph(True), "module": no_graph(False), "graph": graph}
-    medians = bench.interleaved_medians(units, rounds=10)
-    ratio = medians["fused"] / medians["graph"]
-    benchmark.pedantic(no_graph(True), rounds=5, warmup_rounds=1)
+    medians = bench.interleaved_medians(units, rounds=5)  # also warms every path up
+    ratio = bench.median_round_ratio(units["fused"], units["graph"], ROUNDS)
+    benchmark.pedantic(units["fused"], rounds=5, warmup_rounds=1)
     benchmark.extra_info.update({f"{k}_ms": round(1e3 * v, 2) for k, v in medians.items()})
-    benchmark.extra_info["ratio"] = round(ratio, 3)
-    benchmark.extra_info["module_ratio"] = round(medians["module"] / medians["graph"], 3)
-    print(f"\nno-graph / graph forward @2^16: {ratio:.3f} ({ {k: round(1e3 * v, 1) for k, v in medians.items()} } ms)")
-    bound = MAX_RATIO.get(bench.this_cpu_vector_flags(), OTHER_CPUS_MAX_RATIO)
-    assert ratio <= bound, f"fused no-graph / graph forward {ratio:.3f} over {bound} at 2^16"
+    benchmark.extra_info.update({"precision": precision.label, "ratio": round(ratio, 3)})
+    print(f"\nno-graph / graph forward @2^16, {precision.label}: {ratio:.3f} (medians {medians} s)")
+    bound = MAX_RATIO.get((precision.label, bench.this_cpu_vector_flags()), OTHER_CPUS_MAX_RATIO)
+    assert ratio <= bound, f"fused no-graph / graph forward {ratio:.3f} over {bound} at 2^16 ({precision.label})"

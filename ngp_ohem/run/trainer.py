@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from ngp_ohem import protocol, recipe
+from ngp_ohem.allocator import keep_freed_memory
 from ngp_ohem.clock import (
     CONTENTION_THRESHOLD,
     ContentionMeter,
@@ -73,6 +74,7 @@ class Trainer:
     """Trains one (scene, method, seed) run into ``out_dir``."""
 
     def __init__(self, cfg: RunConfig, scene: Scene, out_dir: str | Path, progress: bool = True) -> None:
+        keep_freed_memory()  # before the first step's buffers (ngp_ohem/allocator.py)
         self.cfg = cfg
         self.model = build_model(cfg, scene)
         self.scene = scene = self.model.scene  # framed for the run
