@@ -214,8 +214,9 @@ def median_round_ratio(fn: Callable[[], None], ref: Callable[[], None], rounds: 
     """Median over rounds of (fn time / ref time), the two timed back to back, which goes first alternating.
 
     Per-round ratios follow the machine's speed as it drifts; their median ignores a round that a
-    burst of noise hit on one side only. A ratio of two medians does not: on a 2-core Zen 5 the graph
-    forward's median moved 18-27 ms between runs minutes apart while the no-graph pass's held at 7-9.
+    burst of noise hit on one side only. Where one side's own time depends on what ran before it, as the
+    graph forward's did while every call faulted its buffers in (14.6-40.1 ms call to call against the
+    no-graph pass's 9-10, benchmarks/README.md "Page faults"), no single ratio is robust: fix the cause.
     """
 
     def seconds(f: Callable[[], None]) -> float:

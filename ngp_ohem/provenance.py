@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 import ngp_ohem
-from ngp_ohem.allocator import keep_freed_memory
+from ngp_ohem.allocator import malloc_status
 
 
 def cpu_model() -> str:
@@ -32,7 +32,7 @@ def environment_info(device: torch.device) -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "malloc": keep_freed_memory(),
+        "malloc": malloc_status(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

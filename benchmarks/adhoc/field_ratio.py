@@ -2,7 +2,8 @@
 the median of per-round ratios (``bench.median_round_ratio``), which CI checks.
 
 Both in the training precision (``mixed``: bf16 autocast on the CPU) and in fp32. Run alone, from outside
-the repository, for any tree: ``cd /tmp && PYTHONPATH=<tree> <repo>/.venv/bin/python field_ratio.py``.
+the repository, for any tree: ``cd /tmp && PYTHONPATH=<tree> <repo>/.venv/bin/python field_ratio.py``. Trees
+before 6874076 run with glibc's default malloc, whose page faults inflated the graph forward (benchmarks/README.md).
 """
 
 from __future__ import annotations

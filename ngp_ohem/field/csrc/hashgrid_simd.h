@@ -4,12 +4,13 @@
 // and the tests can keep comparing against the slow references with torch.equal where they did before.
 //
 // Why: the scalar corner arithmetic (clamps, floors, hashes, weights), not memory, bounded the
-// encoding on this class of CPU: a chunked level-outer loop cost ~38 ns per (sample, level) whether
+// encoding on the first AVX-512 CPU measured: a chunked level-outer loop cost ~38 ns per (sample, level) whether
 // the samples were coherent along rays or uniformly random, i.e. the table rows were already in cache.
 // Sixteen lanes do that arithmetic once per 16 samples; the 8 row loads per sample become 64-bit
 // gathers (one row of 2 features is one 64-bit element). On an AVX2-only CPU (a Zen 3 here) the same
 // held after the rows were prefetched: a 0.1 MiB table that stays in L1/L2 encoded no faster than a
-// 13 MiB one (benchmarks/README.md), so the 8-lane version does the same there.
+// 13 MiB one (benchmarks/README.md), so the 8-lane version does the same there. Once the arithmetic ran
+// 16 wide, the rows bound it on a Zen 5 (1 MiB L2), so both widths now fetch ahead (kBatchesAhead below).
 //
 // Callers use the width-neutral kLanes, BatchCorners, for_each_batch_prefetched and sum_rows_f2 under
 // NGP_OHEM_SIMD.
@@ -225,7 +226,7 @@ inline void sum_rows_f2(const int32_t idx[8][kLanes], const float w[8][kLanes], 
 // Without fetching ahead, the vector gathers wait on the rows once a level leaves the L2, so the rows of
 // the batch kCornersAhead samples ahead are fetched, at both widths. AVX2 on a Zen 3 (2^17 table, 2^16
 // samples): 40 ms against the scalar ring's 22. AVX-512 on a Zen 5 (1 MiB L2), where the 16-lane path had
-// fetched nothing ahead since the Intel CPU it was built on was bound by the corner arithmetic: the fused
+// fetched nothing ahead since the CPU it was first tuned on was bound by the corner arithmetic: the fused
 // no-graph field 15-21 -> 7-8.5 ms, steadier too (benchmarks/README.md, "Fetching ahead on AVX-512").
 constexpr int64_t kBatchesAhead = kCornersAhead / kLanes;
 
