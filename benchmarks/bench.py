@@ -215,8 +215,8 @@ def median_round_ratio(fn: Callable[[], None], ref: Callable[[], None], rounds: 
 
     Per-round ratios follow the machine's speed as it drifts; their median ignores a round that a
     burst of noise hit on one side only. Where one side's own time depends on what ran before it, as the
-    graph forward's did while every call faulted its buffers in (14.6-40.1 ms call to call against the
-    no-graph pass's 9-10, benchmarks/README.md "Page faults"), no single ratio is robust: fix the cause.
+    graph forward's did while every call faulted its buffers in (12.4-33.5 ms call to call,
+    benchmarks/adhoc/graph_forward_calls.py, benchmarks/README.md "Page faults"), no ratio is robust: fix the cause.
     """
 
     def seconds(f: Callable[[], None]) -> float:

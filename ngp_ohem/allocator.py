@@ -6,7 +6,8 @@ and more (a threshold it raises only up to a point) with a fresh ``mmap`` and re
 and trims the top of its heap once 128 KiB of it is free, so every step page-faults its buffers in again,
 which on a VM is expensive and noisy. Measured on a 2-core Zen 5 VM (benchmarks/README.md, "Page faults"),
 with the same thresholds set through glibc's environment variables (a 16 GiB trim threshold there, 1 GiB
-here): the graph forward of the field alone 14.6-40.1 -> 13.5-20.6 ms call to call; whole steps at 2^16
+here): the graph forward of the field alone, median 23.0-25.5 -> 17.7 ms
+(``benchmarks/adhoc/graph_forward_calls.py``, 12.4-33.5 ms call to call before); whole steps at 2^16
 samples, procedural scene (``benchmarks/adhoc/step_ratio.py``), baseline 73.5-88.2 -> 43.8-51.3 ms, mined
 46.4-49.9 -> 34.4-37.5; real lego (300 s, second half) baseline 74.3 -> 51.7 ms/step, mined 34.1 -> 29.8.
 Blocks up to 32 MiB (glibc's largest threshold) now come from the heap, and the heap is trimmed only when
@@ -54,6 +55,6 @@ def _apply() -> str:
     heap = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
     trim = bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
     mib, gib = MMAP_THRESHOLD_BYTES >> 20, TRIM_THRESHOLD_BYTES >> 30
-    done = [f"blocks up to {mib} MiB from the heap"] * heap + [f"trimmed above {gib} GiB"] * trim
-    refused = ["mmap threshold"] * (not heap) + ["trim threshold"] * (not trim)
-    return "glibc: " + ", ".join(done + [f"mallopt refused the {r}" for r in refused])
+    heap_part = f"blocks up to {mib} MiB from the heap" if heap else "mallopt refused the mmap threshold"
+    trim_part = f"trimmed above {gib} GiB" if trim else "mallopt refused the trim threshold"
+    return f"glibc: {heap_part}, {trim_part}"

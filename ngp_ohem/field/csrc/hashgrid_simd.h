@@ -227,7 +227,7 @@ inline void sum_rows_f2(const int32_t idx[8][kLanes], const float w[8][kLanes], 
 // the batch kCornersAhead samples ahead are fetched, at both widths. AVX2 on a Zen 3 (2^17 table, 2^16
 // samples): 40 ms against the scalar ring's 22. AVX-512 on a Zen 5 (1 MiB L2), where the 16-lane path had
 // fetched nothing ahead since the CPU it was first tuned on was bound by the corner arithmetic: the fused
-// no-graph field 15-21 -> 7-8.5 ms, steadier too (benchmarks/README.md, "Fetching ahead on AVX-512").
+// no-graph field 17.0-18.7 -> 8.8-8.9 ms (benchmarks/adhoc/field_kernel_ab.py; benchmarks/README.md).
 constexpr int64_t kBatchesAhead = kCornersAhead / kLanes;
 
 // The corners of one batch of kLanes samples at one level.
