@@ -7,7 +7,7 @@ import torch
 
 from ngp_ohem.field.hashgrid import CONVENTIONS, HashGridSpec
 from ngp_ohem.field.native import load_field_native, load_native
-from ngp_ohem.field.ngp import FieldSpec, NGPField
+from ngp_ohem.field.ngp import FieldSpec, NGPField, _transposed_weights
 
 pytestmark = pytest.mark.skipif(
     load_native() is None or load_field_native() is None, reason="native CPU kernels unavailable (no compiler)"
@@ -120,6 +120,33 @@ def test_bf16_kernel_matches_bf16_autocast_and_bounds_its_error_against_fp32(n, 
     torch.testing.assert_close(fused_density, fused[:, 0], atol=1e-6 * spread, rtol=0)
     assert fused.dtype == torch.float32 and fused_density.shape == (n,)
     assert float((module_density.float() - exact[:, 0]).abs().max()) <= 0.01 * spread
+
+
+@needs_bf16
+@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize(("n", "levels"), [(1, 16), (67, 16), (1000, 16), (4097, 16), (300, 12)])
+def test_level_major_bf16_route_gives_the_sample_major_routes_bits(n: int, levels: int, convention: str) -> None:
+    """On AVX-512 BF16 the first layer reads the encoding as level-major bf16 pairs, where the encoder wrote
+    them; encoding to sample-major rows and converting them (the route AMX tiles take) must give the same
+    bits, kept features included: batches of 16 and the one-by-one tail, 12 levels (zero pairs up to the
+    layer's padded input), positions outside the box."""
+    torch.manual_seed(n)
+    grid = HashGridSpec(n_levels=levels, log2_table_size=14, max_resolution=512, convention=convention)
+    field = NGPField(FieldSpec(grid), bound=1.5, fused_inference=True)
+    with torch.no_grad():
+        field.encoding.table.uniform_(-1.0, 1.0)
+    x, d = inputs(n, n, spill=0.2)
+    x01 = field.normalise(x).contiguous()
+    args = (x01, d, field.encoding.table.detach(), *field.encoding.constants().kernel_args())
+    weights = _transposed_weights(field.density_net), _transposed_weights(field.color_net)
+    kernel = load_field_native()
+    for density_only in (False, True):
+        for keep in (False, True):
+            level_major = kernel.field_forward(*args, *weights, density_only, True, keep, False, sample_major=False)
+            sample_major = kernel.field_forward(*args, *weights, density_only, True, keep, False, sample_major=True)
+            assert torch.equal(level_major[0], sample_major[0]), (density_only, keep)
+            assert torch.equal(level_major[1], sample_major[1]), (density_only, keep)
+    assert level_major[0].shape == (n,) and sample_major[1].shape == (n, 2 * levels)
 
 
 @pytest.mark.parametrize("bf16", [False, True])

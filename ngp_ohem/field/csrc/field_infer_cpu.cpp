@@ -6,6 +6,8 @@
 // L1/L2, and nothing is kept for a backward pass. Same conventions as ngp_ohem/field/hashgrid.py,
 // ngp_ohem/field/sh.py and NGPField.forward (the reference the tests compare against):
 //   enc = hashgrid(x01); h = density_mlp(enc); raw = [h[0], colour_mlp([sh4(d), h[1:]])]
+// In bf16 (AVX-512 BF16) the encoding leaves a chunk as level-major bf16 pairs that the first layer reads in
+// place (encode_pairs_tile); in fp32 and on AMX it leaves as sample-major fp32 rows (encode_tile).
 // MLPs are bias-free with ReLU between layers. Weights arrive transposed to (in, out), so the inner
 // loop runs over output units (contiguous, vectorised by the compiler for the CPU it builds on).
 // Parallel over chunks through at::parallel_for (torch's intra-op thread count).
@@ -283,6 +285,14 @@ PackedLayer pack_bf16(const Layer& layer) {
   return p;
 }
 
+// The input of a bf16 layer, as bf16 pairs (32 bits: inputs 2kp and 2kp + 1): sample-major rows of in_pad / 2
+// pairs (ld 0: hidden layers, converted rows), or pair-major with ld samples a pair (the encoding's level-major
+// tile, one pair a level, which the first layer reads where encode_pairs_tile wrote it).
+struct Bf16Input {
+  const uint32_t* pairs;
+  int64_t ld;
+};
+
 #if defined(__AVX512BF16__)
 constexpr bool kHaveBf16Dot = true;
 
@@ -301,24 +311,26 @@ inline void store_row(const __m512* acc, float* out32, uint16_t* out16) {
 }
 
 // S samples at a time share each weight vector, S * NB = 16 independent accumulator chains (enough to
-// hide vdpbf16ps's latency whatever the layer's width).
-template <int NB>
-void dense_bf16_fixed(const uint16_t* in, int64_t n, const PackedLayer& p, float* out32, uint16_t* out16) {
+// hide vdpbf16ps's latency whatever the layer's width). Either layout gives the same sums in the same order.
+template <int NB, bool kPairMajor>
+void dense_bf16_fixed(Bf16Input in, int64_t n, const PackedLayer& p, float* out32, uint16_t* out16) {
   constexpr int S = NB >= 16 ? 1 : 16 / NB;
   const int64_t pairs = p.in_pad / 2, op = p.out_pad;
+  // where pair kp of sample i is
+  auto at = [&](int64_t i, int64_t kp) -> int32_t {
+    return static_cast<int32_t>(kPairMajor ? in.pairs[kp * in.ld + i] : in.pairs[i * pairs + kp]);
+  };
   const __m512i* w = reinterpret_cast<const __m512i*>(p.w.data());
   int64_t i = 0;
   for (; i + S <= n; i += S) {
     __m512 acc[S][NB];
     for (int s = 0; s < S; ++s)
       for (int b = 0; b < NB; ++b) acc[s][b] = _mm512_setzero_ps();
-    const int32_t* rows[S];
-    for (int s = 0; s < S; ++s) rows[s] = reinterpret_cast<const int32_t*>(in + (i + s) * p.in_pad);
     for (int64_t kp = 0; kp < pairs; ++kp) {
       __m512i wv[NB];
       for (int b = 0; b < NB; ++b) wv[b] = _mm512_loadu_si512(w + kp * NB + b);
       for (int s = 0; s < S; ++s) {
-        const __m512bh x = (__m512bh)_mm512_set1_epi32(rows[s][kp]);
+        const __m512bh x = (__m512bh)_mm512_set1_epi32(at(i + s, kp));
         for (int b = 0; b < NB; ++b) acc[s][b] = _mm512_dpbf16_ps(acc[s][b], (__m512bh)wv[b], x);
       }
     }
@@ -328,23 +340,28 @@ void dense_bf16_fixed(const uint16_t* in, int64_t n, const PackedLayer& p, float
   for (; i < n; ++i) {
     __m512 acc[NB];
     for (int b = 0; b < NB; ++b) acc[b] = _mm512_setzero_ps();
-    const int32_t* row = reinterpret_cast<const int32_t*>(in + i * p.in_pad);
     for (int64_t kp = 0; kp < pairs; ++kp) {
-      const __m512bh x = (__m512bh)_mm512_set1_epi32(row[kp]);
+      const __m512bh x = (__m512bh)_mm512_set1_epi32(at(i, kp));
       for (int b = 0; b < NB; ++b) acc[b] = _mm512_dpbf16_ps(acc[b], (__m512bh)_mm512_loadu_si512(w + kp * NB + b), x);
     }
     store_row<NB>(acc, out32 ? out32 + i * op : nullptr, out16 ? out16 + i * op : nullptr);
   }
 }
 
-void dense_bf16(const uint16_t* in, int64_t n, const PackedLayer& p, float* out32, uint16_t* out16) {
+template <bool kPairMajor>
+void dense_bf16_layout(Bf16Input in, int64_t n, const PackedLayer& p, float* out32, uint16_t* out16) {
   switch (p.out_pad / 16) {
-    case 1: return dense_bf16_fixed<1>(in, n, p, out32, out16);
-    case 2: return dense_bf16_fixed<2>(in, n, p, out32, out16);
-    case 4: return dense_bf16_fixed<4>(in, n, p, out32, out16);
-    case 8: return dense_bf16_fixed<8>(in, n, p, out32, out16);
+    case 1: return dense_bf16_fixed<1, kPairMajor>(in, n, p, out32, out16);
+    case 2: return dense_bf16_fixed<2, kPairMajor>(in, n, p, out32, out16);
+    case 4: return dense_bf16_fixed<4, kPairMajor>(in, n, p, out32, out16);
+    case 8: return dense_bf16_fixed<8, kPairMajor>(in, n, p, out32, out16);
     default: TORCH_CHECK(false, "bf16 field kernel: layer width ", p.out, " (16, 32, 64 or 128 outputs)");
   }
+}
+
+void dense_bf16(Bf16Input in, int64_t n, const PackedLayer& p, float* out32, uint16_t* out16) {
+  if (in.ld != 0) return dense_bf16_layout<true>(in, n, p, out32, out16);
+  dense_bf16_layout<false>(in, n, p, out32, out16);
 }
 
 // fp32 rows (n, width) with row stride `stride` -> bf16 rows (n, pad), zero-padded; 16 at a time.
@@ -359,9 +376,54 @@ void rows_to_bf16(const float* src, int64_t n, int64_t width, int64_t stride, ui
     for (; k < pad; ++k) o[k] = 0;
   }
 }
+
+// Hash-grid features of n <= kChunk samples as bf16 pairs, level-major: pairs[l * ld + i] holds sample i's two
+// features at level l, the pair the first bf16 layer multiplies by its level's weights. With enc, the fp32
+// features go to enc (n, L * 2) as well, as encode_tile writes them (mining's hard pass reuses them). Why: the
+// first layer reads this tile where it was written, where encode_tile scattered fp32 features to sample-major
+// rows that rows_to_bf16 read again to convert. Same sums as encode_tile, rounded to nearest even by the same
+// instruction (vcvtne*ps2bf16, the one-by-one tail too), so the field's outputs are bit for bit the same.
+__attribute__((optimize("no-tree-vectorize"))) void encode_pairs_tile(const float* x, int64_t n,
+                                                                      const std::vector<Level>& levels,
+                                                                      const float* table, uint32_t mask, float* enc,
+                                                                      uint32_t* pairs, int64_t ld, float* coords) {
+  const int64_t width = static_cast<int64_t>(levels.size()) * 2;
+  ngp_ohem::to_coordinate_rows(x, n, coords);
+  const int64_t vector_end = n / ngp_ohem::kLanes * ngp_ohem::kLanes;
+  for (size_t l = 0; l < levels.size(); ++l) {
+    uint32_t* level_pairs = pairs + static_cast<int64_t>(l) * ld;
+    float* level_enc = enc == nullptr ? nullptr : enc + static_cast<int64_t>(l) * 2;
+    ngp_ohem::for_each_batch_prefetched(
+        coords, coords + n, coords + 2 * n, vector_end, levels[l], mask, table, 2, false,
+        [&](int64_t i0, const ngp_ohem::BatchCorners& b) {
+          __m512 lo, hi;
+          ngp_ohem::rows_f2_sums(b.idx, b.w, table, lo, hi);
+          if (level_enc != nullptr) ngp_ohem::store_f2_sums(lo, hi, level_enc + i0 * width, width);
+          _mm512_storeu_si512(level_pairs + i0, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+        });
+    ngp_ohem::for_each_corners_prefetched(
+        x, vector_end, n, levels[l], mask, table, 2, false, [&](int64_t i, const int64_t* idx, const float* w) {
+          float acc[2] = {0.0f, 0.0f};
+          for (int c = 0; c < 8; ++c) {
+            const float* row = table + idx[c] * 2;
+            for (int k = 0; k < 2; ++k) acc[k] += w[c] * row[k];
+          }
+          if (level_enc != nullptr) {
+            level_enc[i * width] = acc[0];
+            level_enc[i * width + 1] = acc[1];
+          }
+          const __m512 both = _mm512_castps128_ps512(_mm_set_ps(0.0f, 0.0f, acc[1], acc[0]));
+          level_pairs[i] = static_cast<uint32_t>(_mm256_cvtsi256_si32((__m256i)_mm512_cvtneps_pbh(both)));
+        });
+  }
+}
 #else
 constexpr bool kHaveBf16Dot = false;
-void dense_bf16(const uint16_t*, int64_t, const PackedLayer&, float*, uint16_t*) {
+void encode_pairs_tile(const float*, int64_t, const std::vector<Level>&, const float*, uint32_t, float*, uint32_t*,
+                       int64_t, float*) {
+  TORCH_CHECK(false, "bf16 field kernel: this CPU has no AVX-512 BF16");
+}
+void dense_bf16(Bf16Input, int64_t, const PackedLayer&, float*, uint16_t*) {
   TORCH_CHECK(false, "bf16 field kernel: this CPU has no AVX-512 BF16");
 }
 void rows_to_bf16(const float*, int64_t, int64_t, int64_t, uint16_t*, int64_t) {
@@ -478,18 +540,23 @@ float* mlp_tile_amx(const uint16_t*, int64_t, const std::vector<PackedLayer>&, f
 
 // An MLP over a tile in bf16: hidden layers ping-pong between two bf16 buffers; returns the fp32 buffer
 // holding the last layer's (n, out_pad) output.
-float* mlp_tile_bf16(const uint16_t* in, int64_t n, const std::vector<PackedLayer>& layers, float* f32,
-                     uint16_t* b16_a, uint16_t* b16_b) {
-  const uint16_t* src = in;
+float* mlp_tile_bf16_from(Bf16Input in, int64_t n, const std::vector<PackedLayer>& layers, float* f32,
+                          uint16_t* b16_a, uint16_t* b16_b) {
+  Bf16Input src = in;
   uint16_t* dst = b16_a;
   for (size_t j = 0; j + 1 < layers.size(); ++j) {
     TORCH_CHECK(layers[j].out_pad == layers[j + 1].in_pad, "bf16 field kernel: layer sizes");
     dense_bf16(src, n, layers[j], nullptr, dst);
-    src = dst;
+    src = Bf16Input{reinterpret_cast<const uint32_t*>(dst), 0};
     dst = (dst == b16_a) ? b16_b : b16_a;
   }
   dense_bf16(src, n, layers.back(), f32, nullptr);
   return f32;
+}
+
+float* mlp_tile_bf16(const uint16_t* in, int64_t n, const std::vector<PackedLayer>& layers, float* f32,
+                     uint16_t* b16_a, uint16_t* b16_b) {
+  return mlp_tile_bf16_from(Bf16Input{reinterpret_cast<const uint32_t*>(in), 0}, n, layers, f32, b16_a, b16_b);
 }
 
 // The 16 real SH basis functions of degree < 4 (ngp_ohem/field/sh.py), written to out[0..15].
@@ -521,11 +588,14 @@ inline void sh4(const float* d, float* out) {
 // with fp32 accumulation (what bf16 autocast does to the module path); the encoding is fp32 either way,
 // exactly the training encoder's, so with keep_encoding its (N, L * F) features are returned as well
 // (mining's hard pass reuses them instead of encoding its samples again). Returns [raw, encoding or empty].
+// sample_major keeps the bf16 MLPs on encode_tile's sample-major rows (as AMX does), so the tests can check that
+// the level-major route gives the same bits.
 std::vector<torch::Tensor> field_forward(torch::Tensor x01, torch::Tensor dirs, torch::Tensor table,
                                          torch::Tensor scales, torch::Tensor shifts, torch::Tensor sides,
                                          torch::Tensor dense, torch::Tensor offsets, bool zero_outside, int64_t mask,
                                          std::vector<torch::Tensor> density_wt, std::vector<torch::Tensor> color_wt,
-                                         bool density_only, bool bf16, bool keep_encoding, bool use_amx) {
+                                         bool density_only, bool bf16, bool keep_encoding, bool use_amx,
+                                         bool sample_major) {
   TORCH_CHECK(x01.dim() == 2 && x01.size(1) == 3 && x01.is_contiguous() && x01.scalar_type() == torch::kFloat32);
   TORCH_CHECK(table.is_contiguous() && table.scalar_type() == torch::kFloat32);
   TORCH_CHECK(table.size(0) < (int64_t{1} << 31), "hash-grid table: more rows than 32-bit indices reach");
@@ -561,19 +631,31 @@ std::vector<torch::Tensor> field_forward(torch::Tensor x01, torch::Tensor dirs, 
   const int64_t rgb_stride = bf16 && !col16.empty() ? col16.back().out_pad : 3;
   const bool amx = bf16 && use_amx && amx_fits(dens16) && (density_only || amx_fits(col16));
   const auto mlp16 = amx ? mlp_tile_amx : mlp_tile_bf16;
+  // bf16 on AVX-512 lanes: the encoding as level-major bf16 pairs that the first layer reads (encode_pairs_tile);
+  // AMX tiles load sample-major rows, so they keep encode_tile + rows_to_bf16.
+  const bool pair_major = bf16 && !amx && f == 2 && !sample_major;
+  const int64_t pair_rows = pair_major ? dens16.front().in_pad / 2 : 0;  // levels, then zero pairs up to in_pad
   at::parallel_for(0, n_chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
     if (amx) load_tile_config();  // per thread
-    std::vector<float> enc_buf(keep_encoding ? 0 : kChunk * enc_width), a(kTile * kMaxWidth), b(kTile * kMaxWidth);
-    std::vector<float> cin(kTile * kMaxWidth), coords(3 * kChunk);
+    std::vector<float> enc_buf(keep_encoding || pair_major ? 0 : kChunk * enc_width);
+    std::vector<float> a(kTile * kMaxWidth), b(kTile * kMaxWidth), cin(kTile * kMaxWidth), coords(3 * kChunk);
     std::vector<uint16_t> x16(kTile * kMaxWidth), h16(kTile * kMaxWidth), g16(kTile * kMaxWidth);
+    std::vector<uint32_t> pairs(pair_rows * kChunk, 0);  // rows past the levels stay zero, as padded weights
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
       const int64_t c0 = chunk * kChunk, c_cnt = std::min(kChunk, n - c0);
       float* enc = keep_encoding ? ep + c0 * enc_width : enc_buf.data();
-      encode_tile(xp + 3 * c0, c_cnt, levels, tp, f, m, enc, coords.data());
+      if (pair_major) {
+        encode_pairs_tile(xp + 3 * c0, c_cnt, levels, tp, m, keep_encoding ? enc : nullptr, pairs.data(), kChunk,
+                          coords.data());
+      } else {
+        encode_tile(xp + 3 * c0, c_cnt, levels, tp, f, m, enc, coords.data());
+      }
       for (int64_t t0 = 0; t0 < c_cnt; t0 += kTile) {
         const int64_t start = c0 + t0, cnt = std::min(kTile, c_cnt - t0);
         const float* h;
-        if (bf16) {
+        if (pair_major) {
+          h = mlp_tile_bf16_from(Bf16Input{pairs.data() + t0, kChunk}, cnt, dens16, a.data(), h16.data(), g16.data());
+        } else if (bf16) {
           rows_to_bf16(enc + t0 * enc_width, cnt, enc_width, enc_width, x16.data(), dens16.front().in_pad);
           h = mlp16(x16.data(), cnt, dens16, a.data(), h16.data(), g16.data());
         } else {
@@ -617,7 +699,11 @@ bool has_amx() {
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("field_forward", &field_forward, "fused no-graph Instant-NGP field evaluation (CPU)");
+  m.def("field_forward", &field_forward, "fused no-graph Instant-NGP field evaluation (CPU)", py::arg("x01"),
+        py::arg("dirs"), py::arg("table"), py::arg("scales"), py::arg("shifts"), py::arg("sides"), py::arg("dense"),
+        py::arg("offsets"), py::arg("zero_outside"), py::arg("mask"), py::arg("density_wt"), py::arg("color_wt"),
+        py::arg("density_only"), py::arg("bf16"), py::arg("keep_encoding"), py::arg("use_amx"),
+        py::arg("sample_major") = false);
   m.def("has_bf16_dot", &has_bf16_dot, "whether the bf16 MLPs (AVX-512 BF16) were built");
   m.def("has_amx", &has_amx, "whether the bf16 MLPs can run on AMX tiles here (built, and permitted by the OS)");
 }

@@ -86,11 +86,11 @@ inline void corners16(const float* xs0, const float* xs1, const float* xs2, cons
   }
 }
 
-// Two-feature encoding of the kLanes samples of a batch at one level: out[i * stride + 0..1] for lane i
-// (stride in floats). Accumulates corner by corner from 0 in the scalar kernels' order (a += w * row), so
-// sums agree exactly.
-inline void sum_rows_f2(const int32_t idx[8][kLanes], const float w[8][kLanes], const float* table, float* out,
-                        int64_t stride) {
+// Two-feature encoding of the kLanes samples of a batch at one level, in registers: lo holds lanes 0-7 as
+// (f0, f1) pairs, hi lanes 8-15. Accumulates corner by corner from 0 in the scalar kernels' order
+// (a += w * row), so sums agree exactly.
+inline void rows_f2_sums(const int32_t idx[8][kLanes], const float w[8][kLanes], const float* table, __m512& lo,
+                         __m512& hi) {
   // lanes 0-7 and 8-15 of a weight vector, each weight twice: (w0, w0, w1, w1, ...) against (f0, f1) rows
   const __m512i dup_lo = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
   const __m512i dup_hi = _mm512_set_epi32(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
@@ -105,11 +105,25 @@ inline void sum_rows_f2(const int32_t idx[8][kLanes], const float w[8][kLanes], 
     acc_lo = _mm512_add_ps(acc_lo, _mm512_mul_ps(_mm512_permutexvar_ps(dup_lo, wc), r_lo));
     acc_hi = _mm512_add_ps(acc_hi, _mm512_mul_ps(_mm512_permutexvar_ps(dup_hi, wc), r_hi));
   }
+  lo = acc_lo;
+  hi = acc_hi;
+}
+
+// Writes rows_f2_sums' pairs to out[i * stride + 0..1] for lane i (stride in floats).
+inline void store_f2_sums(__m512 acc_lo, __m512 acc_hi, float* out, int64_t stride) {
   const int32_t s = static_cast<int32_t>(stride / 2);  // in 64-bit units
   const __m256i where = _mm256_mullo_epi32(_mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0), _mm256_set1_epi32(s));
   long long* dst = reinterpret_cast<long long*>(out);
   _mm512_i32scatter_epi64(dst, where, _mm512_castps_si512(acc_lo), 8);
   _mm512_i32scatter_epi64(dst + 8 * static_cast<int64_t>(s), where, _mm512_castps_si512(acc_hi), 8);
+}
+
+// rows_f2_sums written to out[i * stride + 0..1] for lane i (stride in floats).
+inline void sum_rows_f2(const int32_t idx[8][kLanes], const float w[8][kLanes], const float* table, float* out,
+                        int64_t stride) {
+  __m512 lo, hi;
+  rows_f2_sums(idx, w, table, lo, hi);
+  store_f2_sums(lo, hi, out, stride);
 }
 
 // Rows idx and weights w (as arrays, lane-minor) of the 8 corners of kLanes samples.
